@@ -1,0 +1,7 @@
+"""Networks. ``build_network({'type': 'STDAN', **kwargs})`` builds any registered one."""
+from .registry import NETWORKS
+from . import baseline  # noqa: F401  (explicit imports fill the registry)
+
+
+def build_network(spec):
+    return NETWORKS.build(spec)

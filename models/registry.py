@@ -1,0 +1,3 @@
+from utils.registry import Registry
+
+NETWORKS = Registry('network')

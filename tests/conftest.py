@@ -1,0 +1,23 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+SHARED_DATA = Path(os.environ.get('STVSR_SHARED_DATA', ROOT.parent / 'shared' / 'data'))
+SPECS = ROOT.parent / 'shared' / 'specs'
+
+
+def require(path):
+    """Skip the calling test, naming what is missing, unless ``path`` (under ../shared/data) exists."""
+    path = SHARED_DATA / path
+    if not path.exists():
+        pytest.skip(f'real data not found: {path} (the shared data folder sits beside the repository)')
+    return path
+
+
+@pytest.fixture
+def shared_data():
+    return require('')

@@ -1,0 +1,166 @@
+"""One checkpoint file per save, written atomically, loaded without running pickled code.
+
+A checkpoint is a dict:
+    format      'stvsr-toolbox/1'
+    network     the network spec {type, **kwargs}: ``test.py --checkpoint`` rebuilds the network from it
+    weights     state_dict of the bare network (no 'module.' or '_orig_mod.' prefixes)
+    optimizer, scheduler, iteration (completed iterations), rng, best {metric, value, iteration},
+    config      the resolved options of the run
+Layout of <run>/checkpoints/: iter_<N>.pth (the newest ``keep`` are kept), latest.pth, best.pth.
+"""
+import os
+import pickle
+import random
+import re
+import shutil
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+FORMAT = 'stvsr-toolbox/1'
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: the message names the file and why."""
+
+
+def _fsync_dir(path):
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_save(obj, path):
+    """torch.save to a temporary file in the same folder, fsync, then rename over ``path``."""
+    path = Path(path)
+    tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
+    try:
+        with open(tmp, 'wb') as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    _fsync_dir(path.parent)
+
+
+def _atomic_copy(src, dst):
+    tmp = dst.with_name(f'.{dst.name}.tmp{os.getpid()}')
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+    _fsync_dir(dst.parent)
+
+
+def load_checkpoint(path, map_location='cpu'):
+    """Load a checkpoint (or a bare state_dict) with ``weights_only=True``; CheckpointError if unusable."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f'{path}: checkpoint not found')
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(f'{path}: refused, it holds Python objects that weights_only loading does not '
+                              f'run ({str(e).splitlines()[0][:120]}); re-save it as a plain state_dict') from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+        raise CheckpointError(f'{path}: unreadable or truncated checkpoint ({str(e).splitlines()[0][:120]})') from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f'{path}: expected a dict (a checkpoint or a state_dict), got {type(obj).__name__}')
+    return obj
+
+
+def network_weights(ckpt):
+    """The state_dict in a toolbox checkpoint, or the checkpoint itself when it is a bare state_dict."""
+    if ckpt.get('format') == FORMAT:
+        return ckpt['weights']
+    for key in ('weights', 'state_dict', 'params', 'model'):
+        if isinstance(ckpt.get(key), dict):
+            return ckpt[key]
+    return ckpt
+
+
+def strip_prefixes(state_dict):
+    """Drop the 'module.' (DataParallel/DDP) and '_orig_mod.' (torch.compile) prefixes of official checkpoints."""
+    return {re.sub(r'^(module\.|_orig_mod\.)+', '', k): v for k, v in state_dict.items()}
+
+
+def load_weights(net, state_dict, source):
+    """Strict load with a one-line error naming ``source`` and the first mismatching keys."""
+    state_dict = strip_prefixes(state_dict)
+    own = net.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    wrong = [k for k in own if k in state_dict and tuple(own[k].shape) != tuple(state_dict[k].shape)]
+    if missing or unexpected or wrong:
+        parts = []
+        for label, keys in (('missing', missing), ('unexpected', unexpected), ('shape mismatch', wrong)):
+            if keys:
+                parts.append(f'{len(keys)} {label} (e.g. {", ".join(keys[:3])})')
+        raise CheckpointError(f'{source}: weights do not fit {type(net).__name__}: {"; ".join(parts)}')
+    net.load_state_dict(state_dict, strict=True)
+
+
+def rng_state():
+    state = {'python': random.getstate(), 'numpy': torch.from_numpy(np.random.get_state()[1].copy()),
+             'numpy_pos': int(np.random.get_state()[2]), 'torch': torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state['cuda'] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state):
+    random.setstate(state['python'])
+    np.random.set_state(('MT19937', state['numpy'].numpy().astype(np.uint32), state['numpy_pos'], 0, 0.0))
+    torch.set_rng_state(state['torch'])
+    if 'cuda' in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state['cuda'])
+
+
+class CheckpointManager:
+    """Saves iter_N / latest / best under ``folder`` and finds the newest loadable one to resume from."""
+
+    def __init__(self, folder, keep=3):
+        self.folder, self.keep = Path(folder), keep
+
+    def save(self, state, iteration, is_best=False):
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / f'iter_{iteration}.pth'
+        atomic_save(state, path)
+        _atomic_copy(path, self.folder / 'latest.pth')
+        if is_best:
+            _atomic_copy(path, self.folder / 'best.pth')
+        for old in self.history()[self.keep:]:
+            old.unlink()
+        return path
+
+    def history(self):
+        """iter_N files, newest first."""
+        found = [(int(m.group(1)), p) for p in self.folder.glob('iter_*.pth')
+                 if (m := re.fullmatch(r'iter_(\d+)\.pth', p.name))]
+        return [p for _, p in sorted(found, reverse=True)]
+
+    def latest_valid(self, log=None):
+        """The newest checkpoint that loads, falling back past corrupt ones; (path, ckpt) or (None, None)."""
+        candidates = [self.folder / 'latest.pth'] + self.history()
+        for path in candidates:
+            if not path.exists():
+                continue
+            try:
+                return path, load_checkpoint(path)
+            except CheckpointError as e:
+                if log:
+                    log(f'skipping unusable checkpoint: {e}')
+        return None, None

@@ -1,0 +1,288 @@
+"""Options: one YAML per experiment, one table of defaults, every key and type validated.
+
+    opt = load_options('options/train/stdan_vimeo90k_bix4.yml', overrides=['train.total_iter=1000'])
+
+Rules
+- ``DEFAULTS`` below is the only place defaults live; README.md documents every key.
+- A key that is not in ``DEFAULTS`` is an error naming the file, the key and the allowed keys.
+- A value must have the type of its default (an int is accepted where a float is expected; a string
+  such as ``2e-4``, which PyYAML reads as a string, is accepted as a float).
+- ``{type: Name, ...}`` specs (network, datasets, optimizer, scheduler, loss) are checked against the
+  constructor they name: unknown names, unknown arguments and arguments of the wrong type are errors.
+  A spec given with a ``type`` replaces the default spec whole (its arguments belong to that
+  constructor); one given without ``type`` (e.g. ``--set train.optimizer.lr=1e-4``) adjusts the default.
+- ``--set a.b=value`` overrides are parsed as YAML and validated like the file.
+- Nothing is changed in place: ``load_options`` returns a new, resolved dict (plain YAML types), which
+  the trainer writes to the run folder and into every checkpoint.
+"""
+import copy
+import inspect
+import re
+
+import yaml
+
+
+class OptionsError(ValueError):
+    """A bad option: the message is one line naming the file and key."""
+
+
+class Spec(dict):
+    """Marks a default that is a ``{type: Name, **kwargs}`` spec, checked by ``SPEC_KINDS[kind]``."""
+
+    def __init__(self, kind, value=None):
+        super().__init__(value or {})
+        self.kind = kind
+
+
+REQUIRED = object()
+
+DEFAULTS = {
+    'name': REQUIRED,                 # experiment name: outputs go to <experiments_root>/<name>/
+    'experiments_root': 'experiments',
+    'seed': 0,                        # seeds Python, NumPy and torch; data order and augmentation derive from it
+    'device': 'auto',                 # auto (cuda when available) | cpu | cuda
+    'num_threads': 0,                 # torch CPU threads; 0 keeps PyTorch's default
+    'network': Spec('network', None),  # {type: <registered network>, **constructor arguments}
+    'data': {
+        'train': Spec('dataset', None),  # training dataset spec
+        'val': Spec('dataset', None),    # validation clips (a clip dataset), scored during training
+        'test': Spec('dataset', None),   # test clips for test.py
+        'batch_size': 16,             # total over all processes (split evenly between torchrun ranks)
+        'num_workers': 2,             # DataLoader workers per process
+        'pin_memory': True,           # pinned host memory (used on CUDA only)
+    },
+    'train': {
+        'total_iter': 600000,
+        'optimizer': Spec('optimizer', {'type': 'Adam', 'lr': 2e-4, 'betas': [0.9, 0.99]}),
+        'scheduler': Spec('scheduler', {'type': 'CosineAnnealingRestart', 'periods': [150000] * 4,
+                                        'restart_weights': [1.0] * 4, 'eta_min': 1e-7}),
+        'warmup_iter': 0,             # linear warm-up of the learning rate over the first N iterations
+        'loss': Spec('loss', {'type': 'CharbonnierLoss', 'eps': 1e-6, 'reduction': 'sum'}),
+        'grad_clip': 0.0,             # max gradient norm; 0 disables clipping
+        'log_every': 100,             # a log line (and metrics.csv row) every N iterations
+        'val_every': 5000,            # validation every N iterations (and at the end)
+        'save_every': 5000,           # checkpoint every N iterations (and at the end)
+        'keep_checkpoints': 3,        # iter_N checkpoints kept besides latest and best
+        'resume': None,               # null | auto (latest valid checkpoint of this run) | path to a checkpoint
+        'overwrite': False,           # allow starting afresh in an existing run folder
+        'tensorboard': False,         # also write TensorBoard events to <run>/tb/
+        'progress_bar': True,         # tqdm bar on rank 0
+    },
+    'val': {
+        'protocol': 'window7',        # window7 | zsm_legacy | septuplet (see data/protocols.py)
+        'crop_border': 0,             # pixels cropped at each border before scoring
+        'max_clips': 0,               # score only the first N validation clips; 0 = all
+        'compare_baseline': True,     # at the end, print the final network next to BicubicBlend on the same clips
+    },
+    'test': {
+        'protocol': 'window7',
+        'crop_border': 0,
+        'checkpoint': None,           # checkpoint to evaluate (the network is rebuilt from it)
+        'save_images': False,         # write output frames under <run>/results/<clip>/
+        'results_dir': None,          # where tables go; default: beside the checkpoint
+    },
+}
+
+
+def spec_kinds():
+    """kind -> (lookup(name) -> callable or None, known names), imported lazily to keep this module light."""
+    import torch.optim
+    from data import DATASETS
+    from models import NETWORKS
+    from models.losses import LOSSES
+    from utils.optim import SCHEDULERS
+    optimizers = {n for n in dir(torch.optim) if isinstance(getattr(torch.optim, n), type)
+                  and issubclass(getattr(torch.optim, n), torch.optim.Optimizer) and n != 'Optimizer'}
+    return {
+        'network': (NETWORKS.get, sorted(NETWORKS)),
+        'dataset': (DATASETS.get, sorted(DATASETS)),
+        'optimizer': (lambda n: getattr(torch.optim, n) if n in optimizers else None, sorted(optimizers)),
+        'scheduler': (SCHEDULERS.get, sorted(SCHEDULERS)),
+        'loss': (LOSSES.get, sorted(LOSSES)),
+    }
+
+
+# Arguments of a constructor that the trainer passes itself, never the YAML.
+INJECTED = {'optimizer': {'params'}, 'scheduler': {'optimizer', 'base_lr'}}
+
+_FLOAT = re.compile(r'^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$')
+
+
+def _type_name(value):
+    return {bool: 'bool', int: 'int', float: 'float', str: 'string', list: 'list', dict: 'mapping'}.get(
+        type(value), type(value).__name__)
+
+
+def coerce(value, default, where, allow_none=False):
+    """Return ``value`` converted to the type of ``default``, or raise OptionsError naming ``where``.
+
+    ``None`` is accepted where the default is ``None`` and, for constructor arguments (``allow_none``),
+    everywhere: constructors check their own optional arguments.
+    """
+    if default is None or default is REQUIRED or (value is None and allow_none):
+        return value
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+    elif isinstance(default, int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif isinstance(default, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str) and _FLOAT.match(value.strip()):
+            return float(value)
+    elif isinstance(default, str):
+        if isinstance(value, str):
+            return value
+    elif isinstance(default, (list, tuple)):
+        if isinstance(value, (list, tuple)):
+            if default:
+                return [coerce(v, default[0], f'{where}[{i}]') for i, v in enumerate(value)]
+            return list(value)
+    else:
+        return value
+    got = 'null' if value is None else f'{_type_name(value)} {value!r}'
+    raise OptionsError(f'{where}: expected {_type_name(default)}, got {got}')
+
+
+def _validate_spec(value, default, where, kinds):
+    if value is None:
+        return None
+    if not isinstance(value, dict) or 'type' not in value:
+        raise OptionsError(f'{where}: expected a mapping with a "type" key, got {value!r}')
+    lookup, known = kinds[default.kind]
+    cls = lookup(value['type'])
+    if cls is None:
+        raise OptionsError(f'{where}.type: unknown {default.kind} {value["type"]!r}; known: {", ".join(known)}')
+    params = inspect.signature(cls).parameters
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    allowed = [n for n, p in params.items()
+               if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n not in INJECTED.get(default.kind, ())]
+    out = {'type': value['type']}
+    for key, v in value.items():
+        if key == 'type':
+            continue
+        if key not in allowed and not takes_any:
+            raise OptionsError(f'{where}.{key}: unknown argument of {value["type"]}; allowed: {", ".join(allowed)}')
+        param = params.get(key)
+        arg_default = param.default if param is not None and param.default is not param.empty else None
+        out[key] = coerce(v, arg_default, f'{where}.{key}', allow_none=True)
+    missing = [n for n in allowed if params[n].default is params[n].empty and n not in out]
+    if missing:
+        raise OptionsError(f'{where}: {value["type"]} needs {", ".join(missing)}')
+    return out
+
+
+def _merge(user, defaults, where, kinds):
+    if not isinstance(user, dict):
+        raise OptionsError(f'{where or "top level"}: expected a mapping, got {_type_name(user)} {user!r}')
+    for key in user:
+        if key not in defaults:
+            raise OptionsError(f'{where + "." if where else ""}{key}: unknown key; allowed: {", ".join(defaults)}')
+    out = {}
+    for key, default in defaults.items():
+        path = f'{where}.{key}' if where else key
+        if isinstance(default, Spec):
+            value = user[key] if key in user else (dict(default) or None)
+            if isinstance(value, dict) and 'type' not in value and default:
+                value = {**default, **value}  # arguments without a type adjust the default spec
+            out[key] = _validate_spec(value, default, path, kinds)
+        elif isinstance(default, dict):
+            out[key] = _merge(user.get(key) or {}, default, path, kinds)
+        elif key in user:
+            out[key] = coerce(user[key], default, path)
+        elif default is REQUIRED:
+            raise OptionsError(f'{path}: required key is missing')
+        else:
+            out[key] = copy.deepcopy(default)
+    return out
+
+
+def apply_override(tree, assignment):
+    """Return a copy of ``tree`` with ``'a.b.c=value'`` applied (value parsed as YAML)."""
+    if '=' not in assignment:
+        raise OptionsError(f'--set {assignment}: expected key.path=value')
+    path, text = assignment.split('=', 1)
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError as e:
+        raise OptionsError(f'--set {assignment}: value is not valid YAML ({e.problem})') from None
+    tree = copy.deepcopy(tree)
+    node = tree
+    keys = path.strip().split('.')
+    for key in keys[:-1]:
+        child = node.get(key)
+        if child is None:
+            child = node[key] = {}
+        if not isinstance(child, dict):
+            raise OptionsError(f'--set {assignment}: {key} is not a mapping')
+        node = child
+    node[keys[-1]] = value
+    return tree
+
+
+def read_yaml(path):
+    try:
+        with open(path, encoding='utf-8') as f:
+            data = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise OptionsError(f'{path}: options file not found') from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, 'problem_mark', None)
+        at = f' at line {mark.line + 1}, column {mark.column + 1}' if mark else ''
+        raise OptionsError(f'{path}: malformed YAML{at}: {getattr(e, "problem", e)}') from None
+    return data if data is not None else {}
+
+
+def validate(tree, source='<options>'):
+    """Validate a raw options dict against DEFAULTS; errors are prefixed with ``source``."""
+    try:
+        opt = _merge(tree, DEFAULTS, '', spec_kinds())
+        check_values(opt)
+        return opt
+    except OptionsError as e:
+        raise OptionsError(f'{source}: {e}') from None
+
+
+def load_options(path, overrides=()):
+    tree = read_yaml(path)
+    for assignment in overrides:
+        try:
+            tree = apply_override(tree, assignment)
+        except OptionsError as e:
+            raise OptionsError(f'{path}: {e}') from None
+    return validate(tree, source=str(path))
+
+
+def check_values(opt):
+    """Range checks that types alone cannot express."""
+    train = opt['train']
+    rules = [
+        (opt['data']['batch_size'] >= 1, 'data.batch_size', 'must be >= 1'),
+        (opt['data']['num_workers'] >= 0, 'data.num_workers', 'must be >= 0'),
+        (train['total_iter'] >= 1, 'train.total_iter', 'must be >= 1'),
+        (train['optimizer'] is None or float(train['optimizer'].get('lr', 1.0)) > 0, 'train.optimizer.lr',
+         'must be > 0'),
+        (train['grad_clip'] >= 0, 'train.grad_clip', 'must be >= 0 (0 disables clipping)'),
+        (train['warmup_iter'] >= 0, 'train.warmup_iter', 'must be >= 0'),
+        (min(train['log_every'], train['val_every'], train['save_every']) >= 1, 'train.log_every/val_every/save_every',
+         'must be >= 1'),
+        (train['keep_checkpoints'] >= 1, 'train.keep_checkpoints', 'must be >= 1'),
+        (opt['device'] in ('auto', 'cpu', 'cuda') or opt['device'].startswith('cuda:'), 'device',
+         'must be auto, cpu, cuda or cuda:N'),
+        (re.fullmatch(r'[\w.-]+', opt['name']) is not None, 'name', 'must be a plain folder name (letters, digits, ._-)'),
+    ]
+    for protocol_key in ('val', 'test'):
+        rules.append((opt[protocol_key]['protocol'] in ('window7', 'zsm_legacy', 'septuplet'),
+                      f'{protocol_key}.protocol', 'must be window7, zsm_legacy or septuplet'))
+    for ok, key, message in rules:
+        if not ok:
+            raise OptionsError(f'{key}: {message}')
+
+
+def dump_options(opt, path):
+    with open(path, 'w', encoding='utf-8') as f:
+        yaml.safe_dump(opt, f, sort_keys=False)
