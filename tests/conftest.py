@@ -3,11 +3,15 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 SHARED_DATA = Path(os.environ.get('STVSR_SHARED_DATA', ROOT.parent / 'shared' / 'data'))
 SPECS = ROOT.parent / 'shared' / 'specs'
+
+# Tests run tiny tensors, where thread start-up costs more than it saves (and CI has 2 cores).
+torch.set_num_threads(1)
 
 
 def require(path):

@@ -1,0 +1,179 @@
+"""Reading and writing frames, list files and folders of frames.
+
+Frames are numpy arrays ``(H, W, 3)``, RGB, with the dtype they are stored with: ``uint8`` for 8-bit files,
+``uint16`` for 16-bit PNG/TIFF (satellite data such as Jilin-1 is often 12-bit values stored in 16-bit files).
+Every problem with an input file raises :class:`DataError` with one line naming the file and what was expected;
+the command-line tools map it to exit code 2.
+"""
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+IMAGE_EXTENSIONS = ('.png', '.tif', '.tiff', '.jpg', '.jpeg', '.bmp')
+
+
+class DataError(ValueError):
+    """A data file, folder or list is missing, unreadable or not what the loader expects."""
+
+
+def read_image(path):
+    """Read one frame as RGB ``(H, W, 3)``, ``uint8`` or ``uint16`` as stored.
+
+    Grayscale frames are replicated to 3 channels and an alpha channel is dropped, so every loader sees RGB.
+    Corrupt and truncated files raise :class:`DataError` (OpenCV's decoder refuses a PNG whose data stream
+    ends early, so a half-copied file cannot pass as a valid frame).
+    """
+    path = Path(path)
+    try:
+        buffer = np.fromfile(path, dtype=np.uint8)  # imread cannot open some non-ASCII paths; imdecode can
+    except OSError as err:
+        raise DataError(f'{path}: cannot read file ({err.strerror})') from None
+    img = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED) if buffer.size else None
+    if img is None:
+        raise DataError(f'{path}: not a readable image (corrupt, truncated or unsupported format)')
+    if img.dtype not in (np.uint8, np.uint16):
+        raise DataError(f'{path}: expected 8- or 16-bit integer pixels, got {img.dtype}')
+    if img.ndim == 2:
+        img = np.repeat(img[:, :, None], 3, axis=2)
+    elif img.shape[2] == 1:
+        img = np.repeat(img, 3, axis=2)
+    elif img.shape[2] == 4:
+        img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
+    elif img.shape[2] == 3:
+        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    else:
+        raise DataError(f'{path}: expected 1, 3 or 4 channels, got {img.shape[2]}')
+    return img
+
+
+def max_value(dtype, bit_depth=None):
+    """The white level: ``2**bit_depth - 1`` when given, else the dtype's maximum (255 or 65535)."""
+    if bit_depth is not None:
+        return 2 ** int(bit_depth) - 1
+    dtype = np.dtype(dtype)
+    if dtype not in (np.uint8, np.uint16):
+        raise DataError(f'expected uint8 or uint16 frames, got {dtype}')
+    return np.iinfo(dtype).max
+
+
+def to_float(img, bit_depth=None):
+    """Integer frame -> float32 in [0, 1], divided by the white level.
+
+    A 16-bit file holding 12-bit values (0..4095) is divided by 65535 by default, because nothing in a PNG
+    says how many bits are used; pass ``bit_depth=12`` to divide by 4095 instead (values above it are clipped).
+    """
+    white = max_value(img.dtype, bit_depth)
+    out = img.astype(np.float32) / np.float32(white)
+    return np.clip(out, 0, 1, out=out) if bit_depth is not None else out
+
+
+def to_integer(img, dtype=np.uint8, bit_depth=None):
+    """Float frame in [0, 1] -> rounded integer frame, the inverse of :func:`to_float`."""
+    white = max_value(dtype, bit_depth)
+    return np.round(np.clip(img, 0, 1) * white).astype(dtype)
+
+
+def write_image(path, img):
+    """Write an RGB ``uint8``/``uint16`` frame atomically (a temporary file in the same folder, then rename).
+
+    A killed job therefore never leaves a truncated frame behind that a later run would skip as done.
+    """
+    path = Path(path)
+    if img.dtype not in (np.uint8, np.uint16) or img.ndim != 3 or img.shape[2] != 3:
+        raise DataError(f'{path}: expected an (H, W, 3) uint8/uint16 RGB frame, got {img.shape} {img.dtype}')
+    ok, encoded = cv2.imencode(path.suffix, cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise DataError(f'{path}: OpenCV cannot encode {img.dtype} frames as {path.suffix!r}')
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix='.' + path.name, suffix='.tmp', dir=path.parent)
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            f.write(encoded.tobytes())
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def natural_key(name):
+    """Sort key that compares digit runs as numbers: ``Frame 2.png`` < ``Frame 10.png`` == order in time."""
+    return [(0, int(part), '') if part.isdigit() else (1, 0, part.lower())
+            for part in re.split(r'(\d+)', str(name)) if part]
+
+
+def natural_sort(names):
+    """Sort names (or paths, by their full string) naturally; see :func:`natural_key`."""
+    return sorted(names, key=natural_key)
+
+
+def list_images(folder):
+    """The image files directly in ``folder``, naturally sorted; hidden and temporary files are skipped."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f'{folder}: frame folder not found')
+    files = [p for p in folder.iterdir()
+             if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith('.') and p.is_file()]
+    return natural_sort_paths(files)
+
+
+def natural_sort_paths(paths):
+    """Sort paths naturally by file name (the frame number), not by the folder they sit in."""
+    return sorted(paths, key=lambda p: natural_key(Path(p).name))
+
+
+def read_list(path):
+    """Read a list file: one clip key per line (e.g. ``00001/0001``); blank lines and ``#`` comments ignored."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f'{path}: list file not found')
+    keys = []
+    with open(path, encoding='utf-8') as f:
+        for line in f:
+            line = line.split('#', 1)[0].strip()
+            if line:
+                keys.append(line)
+    if not keys:
+        raise DataError(f'{path}: list file names no clips')
+    return keys
+
+
+def keep_existing(keys, exists, source, skip_missing, logger):
+    """Check that every listed clip exists: the keys for which ``exists(key)`` is true.
+
+    Missing clips raise one DataError naming ``source`` (the list file or root), the count and the first
+    few, unless ``skip_missing`` is set, in which case they are dropped and the drop is logged.
+    """
+    found = [exists(k) for k in keys]
+    kept = [k for k, ok in zip(keys, found) if ok]
+    missing = [k for k, ok in zip(keys, found) if not ok]
+    if missing and not skip_missing:
+        raise DataError(f'{source}: {len(missing)} of {len(keys)} listed clips not found (first: '
+                        f'{", ".join(missing[:3])}); fix the paths or set skip_missing: true to use the rest')
+    if missing:
+        logger.warning('%s: skipped %d of %d listed clips not found (first: %s)', source, len(missing),
+                       len(keys), ', '.join(missing[:3]))
+    if not kept:
+        raise DataError(f'{source}: none of the {len(keys)} listed clips exists')
+    return kept
+
+
+def read_frames(paths, what='clip'):
+    """Read frames that must share one size and dtype; returns ``(T, H, W, 3)``.
+
+    A frame whose size or bit depth differs from the first raises :class:`DataError` naming that frame.
+    """
+    frames = []
+    for path in paths:
+        img = read_image(path)
+        if frames and (img.shape != frames[0].shape or img.dtype != frames[0].dtype):
+            raise DataError(f'{path}: frame is {img.shape[1]}x{img.shape[0]} {img.dtype}, but the first frame '
+                            f'of {what} ({Path(paths[0]).name}) is {frames[0].shape[1]}x{frames[0].shape[0]} '
+                            f'{frames[0].dtype}')
+        frames.append(img)
+    if not frames:
+        raise DataError(f'{what}: no frames')
+    return np.stack(frames)

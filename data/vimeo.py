@@ -1,0 +1,147 @@
+"""Vimeo-90K septuplets (Xue et al., "Video Enhancement with Task-Oriented Flow"), for training and testing.
+
+Folder tree (the official download, plus the ZSM test splits)::
+
+    vimeo_septuplet/
+    ├── sep_trainlist.txt           64,612 keys
+    ├── sep_testlist.txt             7,824 keys
+    ├── meta_info/                  Vimeo-Fast / Medium / Slow (1,225 / 4,977 / 1,613 keys, ZSM)
+    │   └── fast_testset.txt, medium_testset.txt, slow_testset.txt
+    └── sequences/
+        ├── 00001/
+        │   ├── 0001/
+        │   │   └── im1.png .. im7.png   448x256 RGB, 7 consecutive frames
+        │   └── 0002/ ..
+        └── 00002/ ..
+
+List format: one key ``<folder>/<sub-folder>`` per line (``00001/0001``); blank lines and ``#`` comments are
+ignored. A precomputed LR tree (``lq_root``, made by ``data_scripts/generate_lr.py`` or the official MATLAB
+scripts) mirrors ``sequences/``: ``<lq_root>/sequences/00001/0001/im1.png .. im7.png``, 112x64 for x4.
+
+Training samples take GT frames im1..im7 and LR inputs im1, im3, im5, im7 (0-based 0, 2, 4, 6), as ZSM,
+STDAN and MSITF do.
+"""
+import logging
+import random
+from pathlib import Path
+
+from torch.utils.data import Dataset
+
+from .io import DataError, keep_existing, read_frames, read_list
+from .registry import DATASETS
+from .transforms import check_manifest, check_n_inputs, clip_sample, parse_degradation, training_sample
+
+logger = logging.getLogger(__name__)
+
+
+class SeptupletFolders(Dataset):
+    """Training samples from a list of 7-frame clip folders; the layout is given by the arguments.
+
+    Args:
+        root: dataset root. list_file: list of clip keys, relative to ``root`` or absolute.
+        sequences_dir: folder under ``root`` (and under ``lq_root``) the keys are relative to ('' = root).
+        frame_pattern, frame_start: frame file names, ``frame_pattern.format(frame_start + i)`` for
+            i = 0..6 (``im{}.png`` from 1, or ``{:03d}.png`` from 0).
+        degradation: ``{type: BI|BD|PIL, scale, sigma}`` (None: BI x4); used on the fly unless ``lq_root`` is given, and
+            always for the scale (and checked against ``<lq_root>/lr_manifest.json``).
+        lq_root: precomputed LR tree mirroring ``root`` (same keys and frame names), or None.
+        n_inputs: LR frames per sample (2..4); GT frames = 2 * n_inputs - 1. With fewer than 4 a random
+            sub-window of the septuplet is taken each time.
+        lq_size: LR crop side (GT crop = lq_size * scale); None or 0 keeps whole frames.
+        use_flip, use_rot, use_time_reverse: augmentation, identical for LR and GT (``transforms.augment``).
+        skip_missing: drop listed clips that are not on disk (logged) instead of raising DataError.
+        bit_depth: bits used in 16-bit files (e.g. 12), or None to scale by the dtype's maximum.
+    """
+    clip_frames = 7
+
+    def __init__(self, root, list_file, sequences_dir, frame_pattern, frame_start, degradation, lq_root,
+                 n_inputs, lq_size, use_flip, use_rot, use_time_reverse, skip_missing, bit_depth):
+        self.root = Path(root)
+        self.gt_dir = self.root / sequences_dir
+        self.lq_dir = Path(lq_root) / sequences_dir if lq_root else None
+        self.frame_names = [frame_pattern.format(frame_start + i) for i in range(self.clip_frames)]
+        self.degradation = parse_degradation(degradation)
+        check_n_inputs(n_inputs, max_inputs=(self.clip_frames + 1) // 2)
+        self.length = 2 * n_inputs - 1
+        self.options = {'lq_size': lq_size, 'use_flip': use_flip, 'use_rot': use_rot,
+                        'use_time_reverse': use_time_reverse, 'bit_depth': bit_depth}
+        list_path = self.root / list_file
+        self.keys = keep_existing(read_list(list_path), lambda k: (self.gt_dir / k).is_dir(), list_path,
+                                  skip_missing, logger)
+        if self.lq_dir is not None:
+            if not self.lq_dir.is_dir():
+                raise DataError(f'{self.lq_dir}: LR folder not found')
+            check_manifest(lq_root, self.degradation)
+
+    def __len__(self):
+        return len(self.keys)
+
+    def __getitem__(self, index):
+        key = self.keys[index]
+        start = random.randint(0, self.clip_frames - self.length)
+        names = self.frame_names[start:start + self.length]
+        gt = read_frames([self.gt_dir / key / n for n in names], what=key)
+        lq = None
+        if self.lq_dir is not None:
+            lq = read_frames([self.lq_dir / key / n for n in names[0::2]], what=f'LR {key}')
+        return training_sample(gt, key, self.degradation, lq=lq, **self.options)
+
+
+@DATASETS.register()
+class Vimeo90KSeptuplet(SeptupletFolders):
+    """Vimeo-90K septuplet training set (tree and list format in the module docstring).
+
+    Args:
+        root: the ``vimeo_septuplet`` folder.
+        list_file: key list relative to ``root`` (or absolute); default the official training split.
+        degradation, lq_root, n_inputs, lq_size, use_flip, use_rot, use_time_reverse, skip_missing:
+            as in :class:`SeptupletFolders`.
+
+    Items: ``{'lq': (N, 3, h, w), 'gt': (2N-1, 3, s*h, s*w)`` float32 in [0, 1], ``'key': '00001/0001'}``.
+    """
+
+    def __init__(self, root, list_file='sep_trainlist.txt', degradation=None, lq_root=None, n_inputs=4,
+                 lq_size=32, use_flip=False, use_rot=False, use_time_reverse=False, skip_missing=False):
+        super().__init__(root, list_file, 'sequences', 'im{}.png', 1, degradation, lq_root, n_inputs, lq_size,
+                         use_flip, use_rot, use_time_reverse, skip_missing, bit_depth=None)
+
+
+@DATASETS.register()
+class Vimeo90KTest(Dataset):
+    """Vimeo-90K septuplets as test clips (protocol ``septuplet``: im1, im3, im5, im7 in, all 7 scored).
+
+    Args:
+        root: the ``vimeo_septuplet`` folder.
+        list_file: key list relative to ``root`` (or absolute): ``sep_testlist.txt`` (default) or
+            ``meta_info/{fast,medium,slow}_testset.txt``.
+        degradation: ``{type: BI|BD|PIL, scale, sigma}`` (None: BI x4), used on the fly unless ``lq_root`` is given.
+        lq_root: precomputed LR tree, ``<lq_root>/sequences/<key>/im1..im7.png`` (one LR per GT frame).
+        skip_missing: drop listed clips that are not on disk (logged) instead of raising DataError.
+
+    Items: ``{'name': '00001/0266', 'gt': (7, 256, 448, 3) uint8, 'lq': (7, 64, 112, 3) float32 [0, 1],
+    'max_value': 255, 'frame_names': ['im1.png', .., 'im7.png']}``.
+    """
+
+    def __init__(self, root, list_file='sep_testlist.txt', degradation=None, lq_root=None, skip_missing=False):
+        self.gt_dir = Path(root) / 'sequences'
+        self.lq_dir = Path(lq_root) / 'sequences' if lq_root else None
+        self.degradation = parse_degradation(degradation)
+        self.frame_names = [f'im{i}.png' for i in range(1, 8)]
+        list_path = Path(root) / list_file
+        self.keys = keep_existing(read_list(list_path), lambda k: (self.gt_dir / k).is_dir(), list_path,
+                                  skip_missing, logger)
+        if self.lq_dir is not None:
+            if not self.lq_dir.is_dir():
+                raise DataError(f'{self.lq_dir}: LR folder not found')
+            check_manifest(lq_root, self.degradation)
+
+    def __len__(self):
+        return len(self.keys)
+
+    def __getitem__(self, index):
+        key = self.keys[index]
+        gt = read_frames([self.gt_dir / key / n for n in self.frame_names], what=key)
+        lq = None
+        if self.lq_dir is not None:
+            lq = read_frames([self.lq_dir / key / n for n in self.frame_names], what=f'LR {key}')
+        return clip_sample(key, gt, self.frame_names, self.degradation, lq=lq)

@@ -1,0 +1,62 @@
+"""Shared ops against outside references: the grid_sample deformable conv against torchvision's."""
+import pytest
+import torch
+from torchvision.ops import deform_conv2d
+
+from models.common import ModulatedDeformConv2d, deform_conv2d_sampled, pad_to_multiple
+
+
+@pytest.mark.parametrize('groups,kernel,padding,dilation,size', [(1, 3, 1, 1, (9, 11)), (4, 3, 1, 1, (16, 16)),
+                                                                  (2, 3, 2, 2, (7, 12)), (8, 1, 0, 1, (5, 6)),
+                                                                  (2, 3, 0, 1, (10, 9))])
+def test_sampled_deform_conv_equals_torchvision(groups, kernel, padding, dilation, size):
+    g = torch.Generator().manual_seed(0)
+    b, c, o = 2, 8 * groups // groups * 2, 5
+    h, w = size
+    ho, wo = h + 2 * padding - dilation * (kernel - 1), w + 2 * padding - dilation * (kernel - 1)
+    k = kernel * kernel
+    x = torch.randn(b, c, h, w, generator=g, dtype=torch.float64, requires_grad=True)
+    # offsets of several pixels, so that many taps fall between pixels and some outside the image
+    offset = (4 * torch.randn(b, 2 * groups * k, ho, wo, generator=g, dtype=torch.float64)).requires_grad_()
+    mask = torch.rand(b, groups * k, ho, wo, generator=g, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(o, c, kernel, kernel, generator=g, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(o, generator=g, dtype=torch.float64, requires_grad=True)
+    ref = deform_conv2d(x, offset, weight, bias, padding=padding, dilation=dilation, mask=mask)
+    got = deform_conv2d_sampled(x, offset, weight, bias, padding, dilation, mask)
+    assert got.shape == ref.shape
+    torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-10)
+    upstream = torch.randn(ref.shape, generator=g, dtype=torch.float64)
+    inputs = (x, offset, mask, weight, bias)
+    for a, b_ in zip(torch.autograd.grad((ref * upstream).sum(), inputs),
+                     torch.autograd.grad((got * upstream).sum(), inputs)):
+        torch.testing.assert_close(b_, a, rtol=1e-8, atol=1e-8)
+
+
+def test_module_implementations_agree_and_keep_dtype():
+    torch.manual_seed(0)
+    layer = ModulatedDeformConv2d(16, 8, deformable_groups=4, offset_in_channels=6, offset_name='conv_offset',
+                                  offset_bound=10.)
+    torch.nn.init.normal_(layer.conv_offset.weight, std=0.5)
+    x, feat = torch.randn(2, 16, 12, 13), torch.randn(2, 6, 12, 13)
+    outs = []
+    for impl in ('torchvision', 'sampled'):
+        layer.impl = impl
+        outs.append(layer(x, feat))
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-5, atol=1e-5)
+    assert layer.double()(x.double(), feat.double()).dtype == torch.float64
+    assert 'conv_offset.weight' in layer.state_dict() and 'weight' in layer.state_dict()
+
+
+def test_fresh_layer_is_a_plain_conv_with_half_mask():
+    layer = ModulatedDeformConv2d(4, 3, deformable_groups=2)
+    x = torch.randn(1, 4, 8, 8)
+    plain = torch.nn.functional.conv2d(x, layer.weight * 0.5, None, padding=1) + layer.bias.view(1, -1, 1, 1)
+    torch.testing.assert_close(layer(x, x), plain, rtol=1e-5, atol=1e-6)
+
+
+def test_pad_to_multiple():
+    x = torch.randn(2, 3, 4, 10, 13)
+    y, size = pad_to_multiple(x, 8)
+    assert y.shape == (2, 3, 4, 16, 16) and size == (10, 13)
+    assert torch.equal(y[..., :10, :13], x) and not y[..., 10:, :].any()
+    assert pad_to_multiple(x[..., :8, :8], 8)[0].shape == (2, 3, 4, 8, 8)
