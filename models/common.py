@@ -14,7 +14,7 @@ class ResidualBlockNoBN(nn.Module):
     """conv-ReLU-conv with an identity skip, the ``ResidualBlock_noBN`` of EDVR/ZSM.
 
     (b, nf, h, w) -> (b, nf, h, w). ``init_scale`` scales the Kaiming init of both convs
-    (0.1 in EDVR/ZSM; ``None`` keeps PyTorch's default init, as MSTT does).
+    (0.1 in EDVR/ZSM/MSTT; ``None`` keeps PyTorch's default init).
     """
 
     def __init__(self, nf=64, init_scale=0.1):
@@ -57,7 +57,7 @@ def deform_conv2d_sampled(x, offset, weight, bias=None, padding=1, dilation=1, m
     px = (torch.arange(wo, device=x.device, dtype=x.dtype) - padding).view(1, wo) + tap_x.reshape(k, 1, 1) + off[:, :, :, 1]
     # align_corners=True maps -1..1 onto pixel centres 0..size-1: pixel coordinates carry over exactly.
     grid = torch.stack((px * (2 / max(w - 1, 1)) - 1, py * (2 / max(h - 1, 1)) - 1), dim=-1)
-    sampled = F.grid_sample(x.view(b * g, c // g, h, w), grid.view(b * g, k * ho, wo, 2), mode='bilinear',
+    sampled = F.grid_sample(x.reshape(b * g, c // g, h, w), grid.view(b * g, k * ho, wo, 2), mode='bilinear',
                             padding_mode='zeros', align_corners=True).view(b, g, c // g, k, ho, wo)
     if mask is not None:
         sampled = sampled * mask.view(b, g, 1, k, ho, wo)

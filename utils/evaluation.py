@@ -48,7 +48,7 @@ def evaluate(net, dataset, protocol, device, crop_border=0, max_clips=0, n_input
         clip = dataset[i]
         frames = {}
         for window in make_windows(len(clip['gt']), protocol, n_inputs):
-            lq = torch.from_numpy(np.ascontiguousarray(clip['lq'][window.inputs])).permute(0, 3, 1, 2)
+            lq = torch.from_numpy(np.ascontiguousarray(clip['lq'][list(window.inputs)])).permute(0, 3, 1, 2)
             out = predict(net, lq.unsqueeze(0).to(device)).squeeze(0).float().cpu()
             out = out.clamp_(0, 1).permute(0, 2, 3, 1).numpy()
             for pos in window.scored:
