@@ -36,32 +36,49 @@ def make_layer(block, n, **kwargs):
     return nn.Sequential(*[block(**kwargs) for _ in range(n)])
 
 
-def deform_conv2d_sampled(x, offset, weight, bias=None, padding=1, dilation=1, mask=None):
-    """Modulated deformable convolution (stride 1) as bilinear sampling plus one matrix product.
+def modulated_deform_sample(x, offset, mask=None, kernel_size=3, padding=1, dilation=1):
+    """Modulated deformable sampling: the im2col half of DCNv2 (STDAN's ``DSP_sep2``), stride 1.
 
-    The same function as ``torchvision.ops.deform_conv2d`` (same offset layout: per group and
-    kernel tap (dy, dx); same zero contribution of samples outside the image), built from
-    ``F.grid_sample``, whose CPU backward is about 5x faster than torchvision's. Shapes:
-    x (b, c, h, w), offset (b, 2*g*kh*kw, h', w'), mask (b, g*kh*kw, h', w'), weight (o, c, kh, kw)
-    -> (b, o, h', w') with h' = h + 2*padding - dilation*(kh-1).
+    x (b, c, h, w); offset (b, 2*g*k*k, h', w') as (dy, dx) per group g and tap k (the DCNv2 layout);
+    mask (b, g*k*k, h', w') or None. Returns (b, c*k*k, h', w'), h' = h + 2*padding - dilation*(k-1),
+    whose channel ``ci*k*k + tap`` holds ``mask * x[ci]`` bilinearly sampled at
+    (y - padding + i*dilation + dy, x - padding + j*dilation + dx), tap = i*k + j, channel ci using the
+    offsets of group ci // (c/g). Samples outside the image read zeros, as in the CUDA kernels.
     """
     b, c, h, w = x.shape
-    out_c, _, kh, kw = weight.shape
     ho, wo = offset.shape[-2:]
-    k = kh * kw
-    g = offset.shape[1] // (2 * k)
-    tap_y, tap_x = torch.meshgrid(torch.arange(kh, device=x.device, dtype=x.dtype) * dilation,
-                                  torch.arange(kw, device=x.device, dtype=x.dtype) * dilation, indexing='ij')
-    off = offset.view(b, g, k, 2, ho, wo)
-    py = (torch.arange(ho, device=x.device, dtype=x.dtype) - padding).view(ho, 1) + tap_y.reshape(k, 1, 1) + off[:, :, :, 0]
-    px = (torch.arange(wo, device=x.device, dtype=x.dtype) - padding).view(1, wo) + tap_x.reshape(k, 1, 1) + off[:, :, :, 1]
-    # align_corners=True maps -1..1 onto pixel centres 0..size-1: pixel coordinates carry over exactly.
-    grid = torch.stack((px * (2 / max(w - 1, 1)) - 1, py * (2 / max(h - 1, 1)) - 1), dim=-1)
-    sampled = F.grid_sample(x.reshape(b * g, c // g, h, w), grid.view(b * g, k * ho, wo, 2), mode='bilinear',
-                            padding_mode='zeros', align_corners=True).view(b, g, c // g, k, ho, wo)
-    if mask is not None:
-        sampled = sampled * mask.view(b, g, 1, k, ho, wo)
-    out = torch.matmul(weight.reshape(out_c, c * k), sampled.reshape(b, c * k, ho * wo)).view(b, out_c, ho, wo)
+    kk = kernel_size * kernel_size
+    g = offset.shape[1] // (2 * kk)
+    # positions need float32 even under autocast: half precision cannot address pixel fractions past ~64
+    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    with torch.autocast(x.device.type, enabled=False):
+        off = offset.to(dtype).view(b, g, kk, 2, ho, wo)
+        taps = torch.arange(kernel_size, device=x.device, dtype=dtype) * dilation - padding
+        tap_y = taps.repeat_interleave(kernel_size).view(kk, 1, 1)  # tap i*k + j -> row offset i, column j
+        tap_x = taps.repeat(kernel_size).view(kk, 1, 1)
+        ys = torch.arange(ho, device=x.device, dtype=dtype).view(ho, 1) + tap_y
+        xs = torch.arange(wo, device=x.device, dtype=dtype).view(1, wo) + tap_x
+        # pixel coordinates -> grid_sample's [-1, 1] with align_corners=False (valid for any size, even 1)
+        gy = (2 * (ys + off[:, :, :, 0]) + 1) / h - 1
+        gx = (2 * (xs + off[:, :, :, 1]) + 1) / w - 1
+        grid = torch.stack((gx, gy), dim=-1).view(b * g, kk * ho, wo, 2)
+        out = F.grid_sample(x.to(dtype).reshape(b * g, c // g, h, w), grid, mode='bilinear', padding_mode='zeros',
+                            align_corners=False).view(b, g, c // g, kk, ho, wo)
+        if mask is not None:
+            out = out * mask.to(dtype).view(b, g, 1, kk, ho, wo)
+    return out.view(b, c * kk, ho, wo).to(x.dtype)
+
+
+def deform_conv2d_sampled(x, offset, weight, bias=None, padding=1, dilation=1, mask=None):
+    """Modulated deformable convolution (stride 1) as ``modulated_deform_sample`` plus one matrix product.
+
+    The same function as ``torchvision.ops.deform_conv2d`` (same arguments and layouts), whose CPU
+    backward is about 5x slower than this one's. weight (o, c, k, k) -> (b, o, h', w').
+    """
+    out_c, c, kh, _ = weight.shape
+    cols = modulated_deform_sample(x, offset, mask, kh, padding, dilation)
+    b, _, ho, wo = cols.shape
+    out = torch.matmul(weight.reshape(out_c, c * kh * kh), cols.view(b, c * kh * kh, ho * wo)).view(b, out_c, ho, wo)
     return out if bias is None else out + bias.view(1, -1, 1, 1)
 
 

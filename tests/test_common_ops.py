@@ -8,7 +8,7 @@ from models.common import ModulatedDeformConv2d, deform_conv2d_sampled, pad_to_m
 
 @pytest.mark.parametrize('groups,kernel,padding,dilation,size', [(1, 3, 1, 1, (9, 11)), (4, 3, 1, 1, (16, 16)),
                                                                   (2, 3, 2, 2, (7, 12)), (8, 1, 0, 1, (5, 6)),
-                                                                  (2, 3, 0, 1, (10, 9))])
+                                                                  (2, 3, 0, 1, (10, 9)), (2, 3, 1, 1, (1, 2))])
 def test_sampled_deform_conv_equals_torchvision(groups, kernel, padding, dilation, size):
     g = torch.Generator().manual_seed(0)
     b, c, o = 2, 8 * groups // groups * 2, 5
