@@ -86,6 +86,8 @@ def network_weights(ckpt):
     """The state_dict in a toolbox checkpoint, or the checkpoint itself when it is a bare state_dict."""
     if ckpt.get('format') == FORMAT:
         return ckpt['weights']
+    if isinstance(ckpt.get('model'), dict) and isinstance(ckpt['model'].get('sd'), dict):
+        return ckpt['model']['sd']  # LIIF-style {'model': {'name', 'args', 'sd'}}
     for key in ('weights', 'state_dict', 'params', 'model'):
         if isinstance(ckpt.get(key), dict):
             return ckpt[key]

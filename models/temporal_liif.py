@@ -1,0 +1,262 @@
+"""Temporal-LIIF: a local implicit image function over (t, y, x) (C. Gutiérrez, UAB bachelor thesis 2023).
+
+Re-implementation of ggcr/Super-Temporal-LIIF @0253720 ``liif-3d/liif.py::LIIF`` as configured by
+``liif-3d/configs/train-tfg-complete.yaml``: encoder ``edsr-baseline`` (``liif-3d/models/edsr.py``, every
+convolution a 3x3x3 ``Conv3d``, no upsampler) and decoder ``mlp`` (``liif-3d/models/mlp.py``, 582 -> 256 x 4
+-> 3). Attribute names follow the official ones, so its checkpoints (``sv_file['model']['sd']``) load with
+``strict=True`` and no conversion. Officially it reads 5 Sentinel-2 revisits of a site and is queried at the
+centre instant only (one HR image); here it serves as a video network as well.
+
+The network is continuous in space and time: ``forward(inp, coord, cell)`` answers any set of (t, y, x)
+queries (the official call, normalised values); ``render(lq, times, size)`` answers a whole video in the
+toolbox layout, in chunks of queries; the adapter at the bottom gives the toolbox's 4 -> 7 frames x4 call.
+
+Coordinates (the official ``make_coord`` convention). Each axis of n samples spans [-1, 1] and sample i sits
+at its cell centre -1 + (2i + 1) / n. For the time axis of n input frames, frame k (0-based) therefore sits
+at t_k = -1 + (2k + 1) / n, and an instant tau in input-frame units (tau = 0.5: halfway between frames 0 and 1)
+at -1 + (2 tau + 1) / n, linear in tau. The cell of a query is the size of its output pixel: (2/H, 2/W)
+in y and x for an H x W output, and cell_t = 2 in time by default, whatever the instants. Every official
+query had cell_t = 2 (``datasets/wrappers.py`` and ``demo.py`` compute 2/t_q for t_q = 1 queried slice), and
+the alternative 2/m for m instants would make an instant's output depend on which other instants are
+queried with it (and assumes instants on a make_coord grid of m, which the video instants are not).
+``render(..., cell_t=)`` sets another value; the toolbox-trained network learns with the default.
+
+Quirks of the official code kept here:
+- ``MeanShift`` layers (``encoder.sub_mean``, ``encoder.add_mean``) hold 24 frozen parameters that the
+  forward never applies; their weight is 4-D (3, 3, 1, 1) although the class is a ``Conv3d``.
+- The 3x3 feature unfold is 2-D, per time slice (zero padded in y and x, not across time): the thesis
+  describes a 3x3xt neighbourhood.
+- The local ensemble shifts every query by +1e-6 on all three axes whichever corner it looks for, then
+  clamps it to [-1 + 1e-6, 1 - 1e-6]; the relative coordinate is taken from the unshifted query.
+
+Corrected: ``local_ensemble=False`` crashes in the official code (it unpacks three lists into four
+names); here it decodes the single nearest feature with weight 1, as the 2-D LIIF does.
+"""
+import itertools
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .adapters import register_adapter
+from .registry import NETWORKS
+
+
+def make_coord(n, device=None):
+    """Centres of n cells spanning [-1, 1]: -1 + (2i + 1) / n, float32, with the official arithmetic
+    (``utils.make_coord``), so that relative coordinates agree with it to the bit."""
+    r = 1 / n
+    return -1 + r + (2 * r) * torch.arange(n, device=device).float()
+
+
+def nearest_index(coord, n):
+    """Index of the cell of n holding each coordinate: what ``F.grid_sample(mode='nearest',
+    align_corners=False)`` looks up (unnormalise, then round half to even)."""
+    return torch.round(((coord + 1) * n - 1) / 2).long()
+
+
+def instant_to_t(times, n):
+    """Instants in input-frame units (frame k at k) -> the t coordinate over n input frames."""
+    return [-1 + (2 * tau + 1) / n for tau in times]
+
+
+def video_queries(n, times, size, cell_t=2.0, device=None):
+    """Queries of every pixel of an output video: ``coord`` (m*H*W, 3) over (t, y, x), instants outer,
+    rows, then columns (the official flattening), and ``cell`` (m*H*W, 3) = (cell_t, 2/H, 2/W), an expanded
+    view. ``times`` are m instants in input-frame units (n input frames), ``size`` = (H, W)."""
+    height, width = size
+    t = torch.tensor(instant_to_t(times, n), dtype=torch.float32, device=device)
+    m, hw = len(t), height * width
+    yx = torch.stack(torch.meshgrid(make_coord(height, device), make_coord(width, device), indexing='ij'), -1)
+    coord = torch.cat((t.view(m, 1, 1).expand(m, hw, 1), yx.view(1, hw, 2).expand(m, hw, 2)), -1)
+    cell = torch.tensor((cell_t, 2 / height, 2 / width), device=device)
+    return coord.view(m * hw, 3), cell.expand(m * hw, 3)
+
+
+class MeanShift(nn.Module):
+    """EDSR's mean-shift layer, frozen and never applied by the official forward: kept only so that
+    checkpoints load. Weight identity (3, 3, 1, 1), bias sign * (0.4488, 0.4371, 0.4040)."""
+
+    def __init__(self, sign=-1):
+        super().__init__()
+        self.weight = nn.Parameter(torch.eye(3).view(3, 3, 1, 1), requires_grad=False)
+        self.bias = nn.Parameter(sign * torch.tensor((0.4488, 0.4371, 0.4040)), requires_grad=False)
+
+
+class ResBlock(nn.Module):
+    """conv3d-ReLU-conv3d, scaled by ``res_scale``, plus identity: (b, c, t, h, w) -> same."""
+
+    def __init__(self, n_feats, res_scale=1):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv3d(n_feats, n_feats, 3, padding=1), nn.ReLU(True),
+                                  nn.Conv3d(n_feats, n_feats, 3, padding=1))
+        self.res_scale = res_scale
+
+    def forward(self, x):
+        return self.body(x).mul(self.res_scale) + x
+
+
+class EDSRBaseline3D(nn.Module):
+    """EDSR-baseline without upsampler, every conv 3x3x3: (b, 3, t, h, w) -> (b, n_feats, t, h, w)."""
+
+    def __init__(self, n_resblocks=16, n_feats=64, res_scale=1):
+        super().__init__()
+        self.sub_mean = MeanShift(sign=-1)
+        self.add_mean = MeanShift(sign=1)
+        self.head = nn.Sequential(nn.Conv3d(3, n_feats, 3, padding=1))
+        self.body = nn.Sequential(*[ResBlock(n_feats, res_scale) for _ in range(n_resblocks)],
+                                  nn.Conv3d(n_feats, n_feats, 3, padding=1))
+
+    def forward(self, x):
+        x = self.head(x)
+        return self.body(x) + x
+
+
+class MLP(nn.Module):
+    """Linear-ReLU stack on the last dimension: (..., in_dim) -> (..., out_dim)."""
+
+    def __init__(self, in_dim, out_dim, hidden_list):
+        super().__init__()
+        layers, last = [], in_dim
+        for hidden in hidden_list:
+            layers += [nn.Linear(last, hidden), nn.ReLU()]
+            last = hidden
+        layers.append(nn.Linear(last, out_dim))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.layers(x)
+
+
+@NETWORKS.register('TemporalLIIF')
+class TemporalLIIF(nn.Module):
+    """Temporal-LIIF: 3-D EDSR features of the LR frames, decoded at continuous (t, y, x) by an MLP.
+
+    Args (official names; defaults = the official configuration, 4,004,315 parameters):
+        n_resblocks, n_feats, res_scale: encoder depth, width and residual scale (edsr-baseline: 16, 64, 1).
+        hidden_list: MLP hidden sizes (official [256, 256, 256, 256]).
+        local_ensemble: blend the 8 (t, y, x) neighbouring features, each weighted by the volume between the
+            query and the opposite neighbour (official True; False is the corrected single-feature variant).
+        feat_unfold: each feature carries its 3x3 spatial neighbourhood (official True).
+        cell_decode: the query cell is an MLP input (official True).
+
+    ``forward(inp, coord, cell)``, the official call:
+        inp (b, 3, T, h, w): T LR frames, RGB in [0, 1] normalised as (x - 0.5) / 0.5;
+        coord (b, Q, 3): queries (t, y, x), each in [-1, 1] (see the module docstring);
+        cell (b, Q, 3): (cell_t, 2/H, 2/W) for H x W output pixels (official cell_t = 2).
+        Returns (b, Q, 3), normalised: rgb = out * 0.5 + 0.5.
+    """
+
+    def __init__(self, n_resblocks=16, n_feats=64, res_scale=1, hidden_list=(256, 256, 256, 256),
+                 local_ensemble=True, feat_unfold=True, cell_decode=True):
+        super().__init__()
+        self.local_ensemble, self.feat_unfold, self.cell_decode = local_ensemble, feat_unfold, cell_decode
+        self.encoder = EDSRBaseline3D(n_resblocks, n_feats, res_scale)
+        in_dim = n_feats * (9 if feat_unfold else 1) + 3 + (3 if cell_decode else 0)
+        self.imnet = MLP(in_dim, 3, list(hidden_list))
+
+    def forward(self, inp, coord, cell):
+        return self.query(self.encode(inp), coord, cell)
+
+    def encode(self, inp):
+        """(b, 3, T, h, w) normalised -> features (b, n_feats, T, h, w) (official ``gen_feat``, which
+        keeps them on the module; here they are returned, so that queries can come in chunks)."""
+        return self.encoder(inp)
+
+    def query(self, feat, coord, cell=None):
+        """Decode features (b, c, T, h, w) at coord (b, Q, 3) with cell (b, Q, 3) -> (b, Q, 3) normalised
+        (official ``query_rgb``). The unfolded neighbourhood of each looked-up feature is gathered per
+        query rather than unfolded for the whole volume first (9x the feature memory); the values are
+        the same."""
+        b, c, t, h, w = feat.shape
+        q = coord.shape[1]
+        sizes = coord.new_tensor((t, h, w))
+        pad, k = (1, 3) if self.feat_unfold else (0, 1)
+        table = F.pad(feat, (pad, pad, pad, pad)).flatten(2)  # zeros around each time slice, as F.unfold
+        row, plane = w + 2 * pad, (h + 2 * pad) * (w + 2 * pad)
+        taps = torch.tensor([dy * row + dx for dy in range(k) for dx in range(k)], device=feat.device)
+        centres = [make_coord(n, feat.device).to(coord.dtype) for n in (t, h, w)]
+        rel_cell = cell * sizes if self.cell_decode else None
+
+        if self.local_ensemble:
+            corners, eps_shift = list(itertools.product((-1, 1), repeat=3)), 1e-6
+        else:
+            corners, eps_shift = [(0, 0, 0)], 0
+        preds, areas = [], []
+        for corner in corners:
+            # half a cell towards the corner (radius 1/n on an axis of n cells)
+            shift = coord.new_tensor([v / n + eps_shift for v, n in zip(corner, (t, h, w))])
+            shifted = (coord + shift).clamp(-1 + 1e-6, 1 - 1e-6)
+            index = [nearest_index(shifted[..., i], n) for i, n in enumerate((t, h, w))]
+            start = index[0] * plane + index[1] * row + index[2]  # top-left of the 3x3 window, padded volume
+            window = (start.unsqueeze(-1) + taps).view(b, q * k * k)
+            q_feat = torch.stack([table[i].index_select(1, window[i]) for i in range(b)])
+            q_feat = q_feat.view(b, c, q, k * k).transpose(1, 2).reshape(b, q, c * k * k)  # unfold order c*9 + tap
+            q_coord = torch.stack([centres[i][index[i]] for i in range(3)], -1)
+            rel_coord = (coord - q_coord) * sizes
+            inp = torch.cat([q_feat, rel_coord] + ([rel_cell] if self.cell_decode else []), dim=-1)
+            preds.append(self.imnet(inp.view(b * q, -1)).view(b, q, -1))
+            areas.append(torch.abs(rel_coord[..., 0] * rel_coord[..., 1] * rel_coord[..., 2]) + 1e-9)
+        if not self.local_ensemble:
+            return preds[0]
+
+        tot_area = torch.stack(areas).sum(dim=0)
+        out = 0
+        # corner i is weighted by the volume of the opposite corner 7 - i (itertools.product order)
+        for pred, area in zip(preds, reversed(areas)):
+            out = out + pred * (area / tot_area).unsqueeze(-1)
+        return out
+
+    def render(self, lq, times=None, size=None, chunk=65536, cell_t=2.0):
+        """A video at any instants and size, the queries decoded ``chunk`` at a time.
+
+        lq (b, n, 3, h, w) in [0, 1]; ``times``: m instants in input-frame units (default 0, 0.5, ..., n-1,
+        i.e. 2n-1 frames); ``size``: output (H, W) (default (4h, 4w)); ``cell_t``: see the module docstring.
+        Returns (b, m, 3, H, W) in [0, 1] (unclamped).
+
+        Chunks run one after another, so peak memory is the encoder's or one chunk's: measured on CPU for
+        one 1280x720 frame from 4 LR frames of 320x180 with the full network, about 0.75 GiB at
+        chunk=65536 and 0.3 GiB (the encoder's) at chunk=16384.
+        """
+        b, n, _, h, w = lq.shape
+        times = [i / 2 for i in range(2 * n - 1)] if times is None else list(times)
+        size = (4 * h, 4 * w) if size is None else tuple(size)
+        feat = self.encode(normalise(lq))
+        coord, cell = video_queries(n, times, size, cell_t, lq.device)
+        out = torch.cat([self.query(feat, coord[i:i + chunk].expand(b, -1, 3), cell[i:i + chunk].expand(b, -1, 3))
+                         for i in range(0, len(coord), chunk)], dim=1)
+        return to_video(out, len(times), size)
+
+
+def normalise(lq):
+    """(b, n, 3, h, w) in [0, 1] -> the official input (b, 3, n, h, w), (x - 0.5) / 0.5."""
+    return (lq.transpose(1, 2) - 0.5) / 0.5
+
+
+def to_video(out, m, size):
+    """(b, m*H*W, 3) normalised -> (b, m, 3, H, W) in [0, 1]."""
+    return (out * 0.5 + 0.5).view(out.shape[0], m, *size, 3).permute(0, 1, 4, 2, 3)
+
+
+@register_adapter(TemporalLIIF)
+def predict_temporal_liif(net, lq, extras):
+    """lq (b, n, 3, h, w) in [0, 1] -> (b, 2n-1, 3, 4h, 4w): instants 0, 0.5, ..., n-1 at 4x the size.
+
+    ``extras['times']`` (m instants, as a list or a tensor whose first row is used) and ``extras['scale']``
+    (a number or a tensor whose first value is used) replace these. With gradients the whole video goes
+    through the official forward in one call, so that DistributedDataParallel sees the call (chunks
+    would save no memory there, all activations being kept); without, it is ``render``ed in chunks.
+    Training through the toolbox loop therefore decodes every pixel of all 2n-1 GT frames of the patch,
+    where the official training decoded one 128x128 slice at the centre instant.
+    """
+    b, n, _, h, w = lq.shape
+    times, scale = extras.get('times'), extras.get('scale', 4)
+    if torch.is_tensor(times):
+        times = times.reshape(-1, times.shape[-1])[0].tolist()
+    times = [i / 2 for i in range(2 * n - 1)] if times is None else list(times)
+    scale = float(scale.reshape(-1)[0]) if torch.is_tensor(scale) else float(scale)
+    size = (round(scale * h), round(scale * w))
+    if not torch.is_grad_enabled():
+        return getattr(net, 'module', net).render(lq, times, size)
+    coord, cell = video_queries(n, times, size, device=lq.device)
+    return to_video(net(normalise(lq), coord.expand(b, -1, 3), cell.expand(b, -1, 3)), len(times), size)
