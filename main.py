@@ -29,7 +29,7 @@ from models.adapters import predict
 from models.losses import LOSSES
 from utils.checkpoint import FORMAT, CheckpointError, CheckpointManager, load_checkpoint, load_weights, rng_state, \
     set_rng_state
-from utils.dist import barrier, broadcast_object, cleanup, init_distributed, resolve_device
+from utils.dist import barrier, broadcast_object, cleanup, init_distributed, mean_over_ranks, resolve_device
 from utils.evaluation import compare_with_baseline, evaluate
 from utils.logger import MetricsLog, format_eta, setup_logging
 from utils.optim import build_optimizer, build_scheduler
@@ -217,8 +217,10 @@ def _train(opt, dist):
         iter_time += toc - t_data
         seen += 1
         bar.update(1)
+        if done % cfg_train['log_every'] == 0 or done == total:
+            # the loss of the whole batch over all ranks, comparable to a one-process run
+            loss_value, lr = mean_over_ranks(loss.detach() * loss_scale, dist), optimizer.param_groups[0]['lr']
         if dist.is_main and (done % cfg_train['log_every'] == 0 or done == total):
-            loss_value, lr = loss.item(), optimizer.param_groups[0]['lr']
             per_iter = (toc - window_start) / seen
             log.info(f'iter {done:>7d}/{total} | lr {lr:.3e} | loss {loss_value:.4e} | '
                      f'data {data_time / seen:.3f}s | step {iter_time / seen:.3f}s | '

@@ -59,6 +59,15 @@ def broadcast_object(obj, info):
     return box[0]
 
 
+def mean_over_ranks(value, info):
+    """The mean of a scalar tensor over all ranks, as a float (every rank must call it)."""
+    if info.enabled:
+        value = value.clone()
+        dist.all_reduce(value)
+        value /= info.world_size
+    return value.item()
+
+
 def cleanup(info):
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()

