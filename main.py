@@ -8,6 +8,7 @@ The whole iteration loop is in ``train()`` below; per-network differences live i
 adapter (models/adapters.py) and in the options.
 """
 import argparse
+import inspect
 import math
 import random
 import shutil
@@ -25,7 +26,7 @@ from tqdm import tqdm
 from data import build_dataset
 from data.io import DataError
 from models import build_network
-from models.adapters import predict
+from models.adapters import loss_hook, training_losses
 from models.losses import LOSSES
 from utils.checkpoint import FORMAT, CheckpointError, CheckpointManager, load_checkpoint, load_weights, rng_state, \
     set_rng_state
@@ -33,7 +34,7 @@ from utils.dist import barrier, broadcast_object, cleanup, init_distributed, mea
 from utils.evaluation import compare_with_baseline, evaluate
 from utils.logger import MetricsLog, format_eta, setup_logging
 from utils.optim import build_optimizer, build_scheduler
-from utils.options import OptionsError, dump_options, load_options
+from utils.options import OptionsError, build_option, dump_options, load_options
 
 ROOT = Path(__file__).resolve().parent
 DEMO_OPTIONS = ROOT / 'options' / 'train' / 'demo.yml'
@@ -111,6 +112,17 @@ def prepare_run_dir(opt):
     return run_dir
 
 
+def check_network_loss(net, options):
+    """``train.network_loss`` must name arguments of the network's loss hook (and be empty without one)."""
+    hook = loss_hook(net)
+    allowed = [] if hook is None else [n for n in inspect.signature(hook).parameters
+                                       if n not in ('net', 'lq', 'gt', 'extras')]
+    for key in options:
+        if key not in allowed:
+            raise OptionsError(f'train.network_loss.{key}: not an argument of {type(net).__name__}\'s training '
+                               f'loss; allowed: {", ".join(allowed) or "none (the network uses train.loss)"}')
+
+
 def train(opt):
     dist = init_distributed('cuda' if opt['device'] != 'cpu' and torch.cuda.is_available() else 'cpu')
     try:
@@ -142,14 +154,16 @@ def _train(opt, dist):
     np.random.seed(opt['seed'] + dist.rank)
     torch.manual_seed(opt['seed'])  # same initial weights on every rank
 
-    net = build_network(opt['network']).to(device)
+    net = build_option(build_network, opt['network'], 'network').to(device)
     n_params = sum(p.numel() for p in net.parameters() if p.requires_grad)
     if n_params == 0:
         raise OptionsError(f'network.type: {opt["network"]["type"]} has no trainable parameters '
                            '(evaluate it with test.py instead)')
-    train_set = build_dataset(cfg_data['train'])
-    val_set = build_dataset(cfg_data['val']) if cfg_data['val'] is not None and dist.is_main else None
+    train_set = build_option(build_dataset, cfg_data['train'], 'data.train')
+    val_set = (build_option(build_dataset, cfg_data['val'], 'data.val')
+               if cfg_data['val'] is not None and dist.is_main else None)
     criterion = LOSSES.build(cfg_train['loss'])
+    check_network_loss(net, cfg_train['network_loss'])
     optimizer = build_optimizer([p for p in net.parameters() if p.requires_grad], cfg_train['optimizer'])
     scheduler = build_scheduler(optimizer, cfg_train['scheduler'], cfg_train['warmup_iter'])
 
@@ -184,7 +198,9 @@ def _train(opt, dist):
                         persistent_workers=workers > 0)
     batches = train_batches(loader, sampler, start_iter)
     # DDP averages gradients over ranks; a summed loss must be scaled back up to equal one process's sum.
-    loss_scale = dist.world_size if getattr(criterion, 'reduction', 'mean') == 'sum' else 1
+    hook = loss_hook(net)
+    summed = hook is None and getattr(criterion, 'reduction', 'mean') == 'sum'
+    loss_scale = dist.world_size if summed else 1
 
     total = cfg_train['total_iter']
     metrics = MetricsLog(run_dir, start_iter, cfg_train['tensorboard']) if dist.is_main else None
@@ -203,8 +219,8 @@ def _train(opt, dist):
         t_data = time.time()
         data_time += t_data - tic
 
-        pred = predict(model, lq, extras)
-        loss = criterion(pred, gt)
+        _, losses = training_losses(model, lq, gt, extras, criterion, cfg_train['network_loss'])
+        loss = sum(losses.values())
         optimizer.zero_grad(set_to_none=True)
         (loss * loss_scale).backward()
         if cfg_train['grad_clip'] > 0:
@@ -222,7 +238,8 @@ def _train(opt, dist):
             loss_value, lr = mean_over_ranks(loss.detach() * loss_scale, dist), optimizer.param_groups[0]['lr']
         if dist.is_main and (done % cfg_train['log_every'] == 0 or done == total):
             per_iter = (toc - window_start) / seen
-            log.info(f'iter {done:>7d}/{total} | lr {lr:.3e} | loss {loss_value:.4e} | '
+            parts = f' ({", ".join(f"{k} {v.item():.3e}" for k, v in losses.items())})' if len(losses) > 1 else ''
+            log.info(f'iter {done:>7d}/{total} | lr {lr:.3e} | loss {loss_value:.4e}{parts} | '
                      f'data {data_time / seen:.3f}s | step {iter_time / seen:.3f}s | '
                      f'eta {format_eta(per_iter * (total - done))}')
             bar.set_postfix(loss=f'{loss_value:.3e}', lr=f'{lr:.2e}')

@@ -35,27 +35,38 @@ MANIFEST_NAME = 'lr_manifest.json'
 
 
 def parse_degradation(degradation=None):
-    """Validate a degradation option; returns a new ``{'type', 'scale', 'sigma'}`` dict.
+    """Validate a degradation option; returns a new dict with every key filled in.
 
-    ``None`` means BI x4, the protocol of most STVSR tables. ``sigma`` (default 1.6) only applies to BD and
-    is set to None for BI and PIL, so one config template can switch ``type`` without editing sigma.
+    ``{type: BI|BD|PIL, scale: 4, sigma: 1.6, kernel_size: 13, padding: reflect, offset: 0}``. ``None`` means
+    BI x4, the protocol of most STVSR tables. ``sigma``, ``kernel_size``, ``padding`` and ``offset`` (see
+    ``degradations.bd_downsample``) only apply to BD and are set to None for BI and PIL, so one config
+    template can switch ``type`` without editing them.
     """
     spec = dict(degradation or {'type': 'BI', 'scale': 4})
-    unknown = set(spec) - {'type', 'scale', 'sigma'}
+    bd_defaults = {'sigma': 1.6, 'kernel_size': 13, 'padding': 'reflect', 'offset': 0}
+    unknown = set(spec) - {'type', 'scale', *bd_defaults}
     if unknown:
-        raise ValueError(f'degradation: unknown keys {sorted(unknown)}; expected type, scale, sigma')
+        raise ValueError(f'degradation: unknown keys {sorted(unknown)}; expected type, scale, '
+                         f'{", ".join(bd_defaults)}')
     kind = str(spec.get('type', 'BI')).upper()
     if kind not in DEGRADATION_TYPES:
         raise ValueError(f'degradation: type {spec.get("type")!r} is not one of {", ".join(DEGRADATION_TYPES)}')
     scale = spec.get('scale', 4)
     if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
         raise ValueError(f'degradation: scale must be a positive integer, got {scale!r}')
-    sigma = None
+    out = {'type': kind, 'scale': scale, **{k: None for k in bd_defaults}}
     if kind == 'BD':
-        sigma = 1.6 if spec.get('sigma') is None else float(spec['sigma'])
-        if sigma <= 0:
-            raise ValueError(f'degradation: sigma must be positive, got {sigma!r}')
-    return {'type': kind, 'scale': scale, 'sigma': sigma}
+        out.update({k: bd_defaults[k] if spec.get(k) is None else spec[k] for k in bd_defaults})
+        out['sigma'] = float(out['sigma'])
+        if out['sigma'] <= 0:
+            raise ValueError(f'degradation: sigma must be positive, got {out["sigma"]!r}')
+        if not isinstance(out['kernel_size'], int) or out['kernel_size'] < 1 or out['kernel_size'] % 2 == 0:
+            raise ValueError(f'degradation: kernel_size must be an odd positive integer, got {out["kernel_size"]!r}')
+        if out['padding'] not in ('reflect', 'replicate'):
+            raise ValueError(f'degradation: padding must be reflect or replicate, got {out["padding"]!r}')
+        if not isinstance(out['offset'], int) or not 0 <= out['offset'] < scale:
+            raise ValueError(f'degradation: offset must be an integer in [0, {scale}), got {out["offset"]!r}')
+    return out
 
 
 def check_n_inputs(n_inputs, max_inputs=None):
@@ -87,9 +98,10 @@ def degrade(frame, degradation):
         if frame.dtype != np.uint8:
             raise DataError(f'PIL degradation handles 8-bit frames only, got {frame.dtype}; use BI or BD')
         return pil_bicubic_resize(frame, 1 / scale)
+    bd = {k: spec[k] for k in ('sigma', 'kernel_size', 'padding', 'offset')}
     if frame.dtype == np.uint8:
-        return bd_downsample(frame, scale=scale, sigma=spec['sigma'])
-    out = bd_downsample(frame.astype(np.float64), scale=scale, sigma=spec['sigma'])
+        return bd_downsample(frame, scale=scale, **bd)
+    out = bd_downsample(frame.astype(np.float64), scale=scale, **bd)
     return np.clip(np.round(out), 0, np.iinfo(frame.dtype).max).astype(frame.dtype)
 
 
@@ -120,14 +132,14 @@ def modcrop_frames(frames, scale):
     return frames[:, :h - h % scale, :w - w % scale]
 
 
-def _crop_margin(scale):
+def _crop_margin(scale, kernel_size=13):
     """LR pixels of context that make a degraded crop equal to the crop of the degraded frame.
 
-    MATLAB/PIL bicubic at 1/s reaches 2s GT pixels (+2 taps) from an LR pixel's centre, the BD 13x13
-    Gaussian 6; with this margin (a multiple of s in GT pixels, so BD keeps its sampling phase) the kernels
-    never see the cut, and where the margin is clipped by the frame edge both see the same edge.
+    MATLAB/PIL bicubic at 1/s reaches 2s GT pixels (+2 taps) from an LR pixel's centre, a BD k x k
+    Gaussian k // 2; with this margin (a multiple of s in GT pixels, so BD keeps its sampling phase) the
+    kernels never see the cut, and where the margin is clipped by the frame edge both see the same edge.
     """
-    return math.ceil(max(2 * scale + 2, 6) / scale) + 1
+    return math.ceil(max(2 * scale + 2, kernel_size // 2) / scale) + 1
 
 
 def paired_crop(gt, lq_size, scale, rng=random, lq=None, degradation=None, key=''):
@@ -148,7 +160,7 @@ def paired_crop(gt, lq_size, scale, rng=random, lq=None, degradation=None, key='
     gt_crop = gt[:, scale * y:scale * (y + size_h), scale * x:scale * (x + size_w)]
     if lq is not None:
         return lq[:, y:y + size_h, x:x + size_w], gt_crop
-    m = _crop_margin(scale)
+    m = _crop_margin(scale, parse_degradation(degradation)['kernel_size'] or 0)
     y0, x0 = max(0, y - m), max(0, x - m)
     y1, x1 = min(h, y + size_h + m), min(w, x + size_w + m)
     region = gt[0::2, scale * y0:scale * y1, scale * x0:scale * x1]
@@ -235,6 +247,7 @@ def manifest(degradation):
     """The ``lr_manifest.json`` content for LR frames made with ``degradation``."""
     spec = parse_degradation(degradation)
     return {'degradation': spec['type'], 'scale': spec['scale'], 'sigma': spec['sigma'],
+            'kernel_size': spec['kernel_size'], 'padding': spec['padding'], 'offset': spec['offset'],
             'code_version': degradation_code_version()}
 
 
@@ -257,7 +270,8 @@ def check_manifest(lq_root, degradation):
         return
     expected = manifest(degradation)
     differences = [f'{field}={found.get(field)!r} (config: {expected[field]!r})'
-                   for field in ('degradation', 'scale', 'sigma') if found.get(field) != expected[field]]
+                   for field in ('degradation', 'scale', 'sigma', 'kernel_size', 'padding', 'offset')
+                   if field in found and found[field] != expected[field]]
     if differences:
         warnings.warn(f'{path}: LR frames were made with {", ".join(differences)}; results will not match the '
                       f'configured protocol', stacklevel=2)

@@ -11,6 +11,7 @@ signature need no adapter.
 """
 
 ADAPTERS = {}
+LOSS_HOOKS = {}
 
 
 def register_adapter(cls):
@@ -26,3 +27,33 @@ def predict(net, lq, extras=None):
     if fn is None:
         return net(lq)
     return fn(net, lq, extras or {})
+
+
+def register_loss_hook(cls):
+    """Register ``fn(net, lq, gt, extras, **options) -> (pred, {name: loss})`` as ``cls``'s training loss.
+
+    For networks trained on more than their 2n-1 output frames (STARnet's deep supervision of two
+    stages and of the LR middle frame). Hook losses are means over the batch; the trainer minimises
+    their sum and does not use ``train.loss``.
+    """
+    def decorator(fn):
+        LOSS_HOOKS[cls] = fn
+        return fn
+    return decorator
+
+
+def loss_hook(net):
+    return LOSS_HOOKS.get(type(getattr(net, 'module', net)))
+
+
+def training_losses(net, lq, gt, extras, criterion, options=None):
+    """The losses of one training step: ``(pred, {name: loss})``; the trainer minimises their sum.
+
+    ``criterion(pred, gt)`` on the adapter's prediction, unless the network registered a loss hook,
+    which then gets ``options`` (``train.network_loss``) as keyword arguments.
+    """
+    hook = loss_hook(net)
+    if hook is None:
+        pred = predict(net, lq, extras)
+        return pred, {'pixel': criterion(pred, gt)}
+    return hook(net, lq, gt, extras, **(options or {}))

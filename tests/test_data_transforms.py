@@ -22,13 +22,26 @@ def septuplet():
 
 
 def test_parse_degradation_defaults_and_errors():
-    assert parse_degradation(None) == {'type': 'BI', 'scale': 4, 'sigma': None}
-    assert parse_degradation({'type': 'bd'}) == {'type': 'BD', 'scale': 4, 'sigma': 1.6}
-    assert parse_degradation({'type': 'PIL', 'scale': 2, 'sigma': 1.6}) == {'type': 'PIL', 'scale': 2, 'sigma': None}
+    no_bd = {'sigma': None, 'kernel_size': None, 'padding': None, 'offset': None}
+    assert parse_degradation(None) == {'type': 'BI', 'scale': 4, **no_bd}
+    assert parse_degradation({'type': 'bd'}) == {'type': 'BD', 'scale': 4, 'sigma': 1.6, 'kernel_size': 13,
+                                                 'padding': 'reflect', 'offset': 0}
+    assert parse_degradation({'type': 'PIL', 'scale': 2, 'sigma': 1.6}) == {'type': 'PIL', 'scale': 2, **no_bd}
+    assert parse_degradation({'type': 'BD', 'kernel_size': 7, 'padding': 'replicate', 'offset': 2})['offset'] == 2
     for bad, match in [({'type': 'BX'}, 'BI, BD, PIL'), ({'scale': 2.5}, 'scale'), ({'type': 'BD', 'sigma': 0},
-                       'sigma must be positive'), ({'kind': 'BI'}, 'unknown keys')]:
+                       'sigma must be positive'), ({'kind': 'BI'}, 'unknown keys'),
+                       ({'type': 'BD', 'kernel_size': 8}, 'odd'), ({'type': 'BD', 'padding': 'zeros'}, 'reflect'),
+                       ({'type': 'BD', 'offset': 4}, r'\[0, 4\)')]:
         with pytest.raises(ValueError, match=match):
             parse_degradation(bad)
+
+
+def test_bd_options_reach_the_degradation(septuplet):
+    frame = septuplet[0]
+    spec = {'type': 'BD', 'sigma': 1.2, 'kernel_size': 7, 'padding': 'replicate', 'offset': 1}
+    expected = bd_downsample(frame, 4, 1.2, kernel_size=7, padding='replicate', offset=1)
+    assert (degrade(frame, spec) == expected).all()
+    assert not (degrade(frame, spec) == degrade(frame, {'type': 'BD'})).all()
 
 
 def test_degrade_dispatches_to_the_named_function(septuplet):

@@ -144,3 +144,30 @@ def test_python_api_builders():
     assert {'BicubicBlend'} <= set(NETWORKS)
     net = build_network({'type': 'BicubicBlend', 'scale': 2})
     assert net.scale == 2
+
+
+def test_network_loss_arguments_checked_against_the_hook():
+    from main import check_network_loss
+    from models import build_network
+    starnet = build_network({'type': 'STARnet', 'base_filter': 8, 'feat': 4, 'num_stages': 1, 'n_resblock': 1,
+                             'unet_width': 2})
+    check_network_loss(starnet, {'train_obj': 'STAR-ST', 'flow_weight': 0.0})
+    with pytest.raises(OptionsError, match=r'train.network_loss.lr_weight: .*allowed: train_obj'):
+        check_network_loss(starnet, {'lr_weight': 1})
+    with pytest.raises(OptionsError, match='none'):
+        check_network_loss(build_network({'type': 'BicubicBlend'}), {'train_obj': 'STAR'})
+
+
+def test_constructor_errors_name_the_key(tmp_path):
+    tree = {'name': 'u', 'network': {'type': 'MSITF', 'pcd_input': 'median'},
+            'data': {'train': {'type': 'VideoSeptuplets', 'paths': ['demo:carphone']}}}
+    proc = subprocess.run([sys.executable, str(ROOT / 'main.py'), '-opt', str(write(tmp_path, tree)),
+                           '--set', f'experiments_root={tmp_path}'], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.count('\n') == 1, proc.stderr
+    assert 'network (MSITF): pcd_input' in proc.stderr
+    tree = {'name': 'u', 'network': {'type': 'BicubicBlend'},
+            'data': {'test': {'type': 'VideoFile', 'paths': ['demo:carphone'], 'degradation': {'type': 'XX'}}}}
+    proc = subprocess.run([sys.executable, str(ROOT / 'test.py'), '-opt', str(write(tmp_path, tree)),
+                           '--set', f'experiments_root={tmp_path}'], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.count('\n') == 1, proc.stderr
+    assert 'data.test (VideoFile): degradation: type' in proc.stderr

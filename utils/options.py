@@ -34,6 +34,10 @@ class Spec(dict):
         self.kind = kind
 
 
+class Arguments(dict):
+    """Marks a default that is a free mapping of keyword arguments, checked where they are used."""
+
+
 REQUIRED = object()
 
 DEFAULTS = {
@@ -58,6 +62,7 @@ DEFAULTS = {
                                         'restart_weights': [1.0] * 4, 'eta_min': 1e-7}),
         'warmup_iter': 0,             # linear warm-up of the learning rate over the first N iterations
         'loss': Spec('loss', {'type': 'CharbonnierLoss', 'eps': 1e-6, 'reduction': 'sum'}),
+        'network_loss': Arguments(),  # arguments of the network's own training loss (STARnet), else unused
         'grad_clip': 0.0,             # max gradient norm; 0 disables clipping
         'log_every': 100,             # a log line (and metrics.csv row) every N iterations
         'val_every': 5000,            # validation every N iterations (and at the end)
@@ -185,7 +190,12 @@ def _merge(user, defaults, where, kinds):
     out = {}
     for key, default in defaults.items():
         path = f'{where}.{key}' if where else key
-        if isinstance(default, Spec):
+        if isinstance(default, Arguments):
+            value = user.get(key) or {}
+            if not isinstance(value, dict):
+                raise OptionsError(f'{path}: expected a mapping, got {_type_name(value)} {value!r}')
+            out[key] = copy.deepcopy(value)
+        elif isinstance(default, Spec):
             value = user[key] if key in user else (dict(default) or None)
             if isinstance(value, dict) and 'type' not in value and default:
                 value = {**default, **value}  # arguments without a type adjust the default spec
@@ -286,3 +296,17 @@ def check_values(opt):
 def dump_options(opt, path):
     with open(path, 'w', encoding='utf-8') as f:
         yaml.safe_dump(opt, f, sort_keys=False)
+
+
+def build_option(build, spec, key):
+    """``build(spec)``, with a constructor's own ValueError/TypeError turned into an OptionsError naming ``key``.
+
+    DataError (a missing or broken file, already naming it) passes through unchanged.
+    """
+    from data.io import DataError
+    try:
+        return build(spec)
+    except DataError:
+        raise
+    except (ValueError, TypeError) as e:
+        raise OptionsError(f'{key} ({spec["type"]}): {e}') from None
