@@ -40,6 +40,10 @@ ROOT = Path(__file__).resolve().parent
 DEMO_OPTIONS = ROOT / 'options' / 'train' / 'demo.yml'
 
 
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. repeated non-finite losses); the message says what to do."""
+
+
 class SeededSamples(Dataset):
     """Wraps a dataset so that sample ``(index, seed)`` is drawn with all RNGs seeded by ``seed``.
 
@@ -210,7 +214,7 @@ def _train(opt, dist):
     bar = tqdm(total=total, initial=start_iter, desc='train', dynamic_ncols=True,
                disable=not (dist.is_main and cfg_train['progress_bar']))
     model.train()
-    window_start, data_time, iter_time, seen = time.time(), 0.0, 0.0, 0
+    window_start, data_time, iter_time, seen, bad_steps = time.time(), 0.0, 0.0, 0, 0
     tic = time.time()
     for it in range(start_iter, total):
         batch = next(batches)
@@ -223,9 +227,18 @@ def _train(opt, dist):
         loss = sum(losses.values())
         optimizer.zero_grad(set_to_none=True)
         (loss * loss_scale).backward()
-        if cfg_train['grad_clip'] > 0:
-            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg_train['grad_clip'])
-        optimizer.step()
+        grad_norm = torch.nn.utils.clip_grad_norm_(net.parameters(), cfg_train['grad_clip'] or math.inf)
+        # Gradients are all-reduced, so every rank takes the same decision.
+        if torch.isfinite(grad_norm):
+            optimizer.step()
+            bad_steps = 0
+        else:
+            bad_steps += 1
+            log.warning(f'iter {it + 1}: non-finite loss or gradient (loss {loss.item():.4g}); step skipped')
+            if bad_steps >= cfg_train['max_bad_steps']:
+                raise TrainingError(f'{bad_steps} non-finite steps in a row at iteration {it + 1}: stopping before '
+                                    f'the weights are harmed; resume from {ckpts.folder} with a lower '
+                                    'train.optimizer.lr or with train.grad_clip set')
         scheduler.step()
 
         done = it + 1
@@ -295,7 +308,7 @@ def main(argv=None):
     try:
         opt = load_options(args.opt, args.set)
         train(opt)
-    except (OptionsError, DataError, CheckpointError) as e:
+    except (OptionsError, DataError, CheckpointError, TrainingError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
     return 0

@@ -171,3 +171,18 @@ def test_constructor_errors_name_the_key(tmp_path):
                            '--set', f'experiments_root={tmp_path}'], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 2 and proc.stderr.count('\n') == 1, proc.stderr
     assert 'data.test (VideoFile): degradation: type' in proc.stderr
+
+
+def test_readme_documents_every_option():
+    readme = (ROOT / 'README.md').read_text()
+
+    def keys(tree, prefix=''):
+        for key, value in tree.items():
+            path = f'{prefix}{key}'
+            if isinstance(value, dict) and type(value).__name__ not in ('Spec', 'Arguments'):
+                yield from keys(value, path + '.')
+            else:
+                yield path
+
+    missing = [k for k in keys(DEFAULTS) if f'| `{k}` |' not in readme]
+    assert not missing

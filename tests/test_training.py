@@ -127,3 +127,18 @@ def test_torchrun_two_processes_match_one(tmp_path):
     b = weights(tmp_path / 'experiments' / 'two' / 'checkpoints' / 'latest.pth')['weights']
     for key in a:
         assert torch.allclose(a[key], b[key], rtol=1e-4, atol=1e-7), key
+
+
+def test_non_finite_steps_are_skipped_then_stop_the_run(tmp_path):
+    # An absurd learning rate: the first step blows the weights up, the next gradients are inf/NaN.
+    path = options(tmp_path, 'nan', total_iter=8, save_every=1, val_every=100, max_bad_steps=2,
+                   optimizer={'type': 'SGD', 'lr': 1e30}, scheduler={'type': 'ConstantLR'})
+    proc = run(['main.py', '-opt', str(path)])
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.count('\n') == 1 and '2 non-finite steps in a row' in proc.stderr
+    log = (tmp_path / 'experiments' / 'nan' / 'train.log').read_text()
+    assert log.count('step skipped') == 2
+    saved = sorted((tmp_path / 'experiments' / 'nan' / 'checkpoints').glob('iter_*.pth'))
+    assert saved
+    for ckpt in saved:
+        assert all(torch.isfinite(v).all() for v in weights(ckpt)['weights'].values() if v.is_floating_point())

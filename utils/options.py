@@ -64,6 +64,7 @@ DEFAULTS = {
         'loss': Spec('loss', {'type': 'CharbonnierLoss', 'eps': 1e-6, 'reduction': 'sum'}),
         'network_loss': Arguments(),  # arguments of the network's own training loss (STARnet), else unused
         'grad_clip': 0.0,             # max gradient norm; 0 disables clipping
+        'max_bad_steps': 10,          # non-finite loss/gradient: the step is skipped; this many in a row stop the run
         'log_every': 100,             # a log line (and metrics.csv row) every N iterations
         'val_every': 5000,            # validation every N iterations (and at the end)
         'save_every': 5000,           # checkpoint every N iterations (and at the end)
@@ -281,6 +282,7 @@ def check_values(opt):
         (min(train['log_every'], train['val_every'], train['save_every']) >= 1, 'train.log_every/val_every/save_every',
          'must be >= 1'),
         (train['keep_checkpoints'] >= 1, 'train.keep_checkpoints', 'must be >= 1'),
+        (train['max_bad_steps'] >= 1, 'train.max_bad_steps', 'must be >= 1'),
         (opt['device'] in ('auto', 'cpu', 'cuda') or opt['device'].startswith('cuda:'), 'device',
          'must be auto, cpu, cuda or cuda:N'),
         (re.fullmatch(r'[\w.-]+', opt['name']) is not None, 'name', 'must be a plain folder name (letters, digits, ._-)'),
