@@ -1,0 +1,449 @@
+"""Size, FLOPs, forward latency, peak memory and training-step time of every registered network.
+
+    python benchmarks/bench_networks.py                                # every network, official configs, CPU
+    python benchmarks/bench_networks.py --networks MSITF STDAN --device cuda
+    python benchmarks/bench_networks.py --config tiny --repeat 1       # the tests/networks/*.yml tiny configs
+
+For each network (default: every one in ``models.NETWORKS``, official configuration = constructor defaults):
+
+- params: ``sum(p.numel())``.
+- GFLOPs: one forward of 1 x 4 x 3 x h x w at the first ``--sizes`` entry, counted by
+  ``torch.utils.flop_counter.FlopCounterMode`` (2 per multiply-add of convolutions, matrix products and
+  attention; element-wise ops, normalisations and bilinear sampling are not counted). The multiply-adds of
+  ``torchvision.ops.deform_conv2d`` are counted here like those of the equivalent convolution, so the
+  CPU path (grid_sample + matmul) and the CUDA path count the same; a note names networks whose forward
+  calls grid_sample, whose sampling is not counted.
+- fwd s: median of ``--repeat`` forward passes (``models.adapters.predict``, batch 1, 4 LR frames in,
+  7 HR frames out) under ``torch.inference_mode`` after ``--warmup`` untimed ones, at each ``--sizes``
+  entry (h x w; default Vimeo LR 64x112 = 448x256 / 4 and Vid4 LR 144x180 = 720x576 / 4).
+- peak MiB: the memory the first forward pass adds on top of the built network and its input. CUDA:
+  ``torch.cuda.max_memory_allocated`` minus ``memory_allocated`` before the call (after
+  ``reset_peak_memory_stats``). CPU: resident-set high-water mark (VmHWM) minus the resident set (VmRSS)
+  before the call, the high-water mark being reset to the current resident set just before the call
+  (``/proc/self/clear_refs`` = 5). Each measurement runs in a fresh process (multiprocessing spawn), so
+  no earlier network's freed-but-kept heap is counted; where clear_refs is not writable the difference
+  of ``resource.getrusage`` ru_maxrss before and after is used instead. tracemalloc does not see torch's
+  allocations, hence the resident set.
+- flow s: networks with a ``flow_backend`` attribute (MSTT) take optical flows; they are computed before
+  the forward (``models.flow.clip_flows``, the adapter's own computation) and passed in ``extras['flows']``,
+  so "fwd s" excludes them and "flow s" is their time for the 6 flows of the clip (median of ``--repeat``).
+- train step s: forward + Charbonnier loss + backward + Adam step on a random LR patch (``--train-patch``,
+  default 32, MSTT 80: the official patches) and batch (``--train-batch``, default 1 on CPU, the
+  official batch on CUDA); flows precomputed as a data loader would. Median of ``--repeat`` steps after
+  ``--warmup`` (at least one: the first step allocates Adam's state and measures the training peak memory).
+- official CPU fwd s: the forward timings of the official code from ../shared/specs/official_implementations.md
+  section 0, copied here as constants (not re-measured; best of 2-3 runs, torch CPU, 2 threads, AMD EPYC).
+
+Each (network, size) forward and each training step runs in its own spawned process, stopped after
+``--timeout`` seconds, so one slow or crashing network does not block the rest. Prints a Markdown
+table; writes JSON (``--json``) with the machine description and every individual timing.
+"""
+import argparse
+import glob
+import json
+import multiprocessing
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+import traceback
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torchvision  # noqa: E402,F401  (registers torch.ops.torchvision.deform_conv2d)
+import yaml  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+
+import models  # noqa: E402,F401  (fills the registry)
+from models import NETWORKS, build_network  # noqa: E402
+from models.adapters import predict  # noqa: E402
+from models.flow import clip_flows, stack_clip_flows  # noqa: E402
+from models.losses import CharbonnierLoss  # noqa: E402
+
+# Official, from ../shared/specs/official_implementations.md section 0, not re-measured: CPU forward of the
+# official code, torch CPU, 2 threads, AMD EPYC, no_grad, best of 2-3 runs; LR 64x112 unless stated.
+OFFICIAL_CPU_FORWARD_S = {
+    'MSITF': '9.7',
+    'STDAN': '26.4',
+    'STARnet': '16.1 (one pair, 2 LR -> 3 HR, with flow refinement; 4 -> 7 frames runs 3 pairs)',
+    'starnet_noref': '16.5 (one pair, 2 LR -> 3 HR; 4 -> 7 frames runs 3 pairs)',
+    'MSTT': '18.3 (160x160 LR)',
+}
+# Official LR training patch and total batch (same spec); others: LR 32, batch 16 (Zooming Slow-Mo's recipe).
+OFFICIAL_TRAIN_PATCH = {'MSTT': 80}
+OFFICIAL_TRAIN_BATCH = {'MSITF': 16, 'STDAN': 18, 'MSTT': 1, 'STARnet': 10, 'TemporalLIIF': 1}
+DEFAULT_SIZES = ['64x112', '144x180']
+FRAMES = 4
+
+
+# ---------------------------------------------------------------- configurations
+
+def network_configs():
+    """{file stem: {'full': spec, 'tiny': spec}} from tests/networks/*.yml."""
+    configs = {}
+    for path in sorted(glob.glob(str(ROOT / 'tests' / 'networks' / '*.yml'))):
+        with open(path) as f:
+            configs[Path(path).stem] = yaml.safe_load(f)
+    return configs
+
+
+def network_spec(name, config):
+    """(spec to build, note or None) for a registered name or a tests/networks/<stem>.yml variant.
+
+    A registered name runs its constructor defaults ('official') or the tiny config of the yml file whose
+    ``full`` is those defaults ('tiny'). A yml stem (e.g. starnet_noref) runs that file's ``full`` or ``tiny``.
+    """
+    configs = network_configs()
+    if name not in NETWORKS:
+        if name not in configs:
+            raise KeyError(f'unknown network {name!r}; known: {", ".join([*NETWORKS, *configs])}')
+        return configs[name]['full' if config == 'official' else 'tiny'], None
+    if config == 'official':
+        return {'type': name}, None
+    files = [c for c in configs.values() if c.get('tiny', {}).get('type') == name]
+    files.sort(key=lambda c: c.get('full') != {'type': name})
+    if not files:
+        return {'type': name}, 'no tiny config in tests/networks: constructor defaults'
+    return files[0]['tiny'], None
+
+
+def parse_size(text):
+    h, w = (int(v) for v in text.lower().split('x'))
+    return h, w
+
+
+# ---------------------------------------------------------------- measurements (run inside a child process)
+
+def setup(threads, device, seed=0):
+    torch.set_num_threads(threads)
+    try:
+        import cv2
+        cv2.setNumThreads(threads)
+    except ImportError:
+        pass
+    torch.manual_seed(seed)
+    return torch.device(device)
+
+
+def flow_extras(net, lq):
+    """extras for ``predict``: {'flows': ...} for a network that takes optical flows, else {}."""
+    backend = getattr(getattr(net, 'module', net), 'flow_backend', None)
+    if backend is None:
+        return {}
+    clips = lq.detach().permute(0, 1, 3, 4, 2).float().cpu().numpy()
+    flows = np.stack([stack_clip_flows(*clip_flows(list(clip), backend)) for clip in clips])
+    return {'flows': torch.from_numpy(flows).to(lq.device)}
+
+
+def sync(device):
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def timings(fn, device, repeat):
+    """Seconds of ``repeat`` calls of fn."""
+    seconds = []
+    for _ in range(repeat):
+        sync(device)
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def _proc_status_kib(field):
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith(field + ':'):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+def peak_memory_mib(fn, device):
+    """Call fn once; return the memory (MiB) it added at its peak (see the module docstring)."""
+    if device.type == 'cuda':
+        sync(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        fn()
+        sync(device)
+        return (torch.cuda.max_memory_allocated(device) - before) / 2 ** 20
+    try:
+        with open('/proc/self/clear_refs', 'w') as f:
+            f.write('5')  # resets the resident-set high-water mark to the current resident set
+        before = _proc_status_kib('VmRSS')
+        fn()
+        return (_proc_status_kib('VmHWM') - before) / 1024
+    except OSError:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+        fn()
+        return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+
+
+def count_flops(net, lq, extras):
+    """(FLOPs of one forward, names of the ops that ran but are not counted)."""
+    uncounted = set()
+
+    def not_counted(name):
+        def formula(*args, **kwargs):
+            uncounted.add(name)
+            return 0
+        return formula
+
+    def deform_conv_flop(x_shape, w_shape, *args, out_shape=None, **kwargs):
+        # as the equivalent convolution: 2 * output elements * input channels per group * kernel taps
+        return 2 * int(np.prod(out_shape)) * int(np.prod(w_shape[1:]))
+
+    aten = torch.ops.aten
+    mapping = {torch.ops.torchvision.deform_conv2d: deform_conv_flop,
+               aten.grid_sampler_2d: not_counted('grid_sample'),
+               aten.cudnn_grid_sampler: not_counted('grid_sample'),
+               aten.grid_sampler_3d: not_counted('grid_sample')}
+    counter = FlopCounterMode(display=False, custom_mapping=mapping)
+    with torch.inference_mode(), counter:
+        predict(net, lq, extras)
+    return counter.get_total_flops(), sorted(uncounted)
+
+
+def forward_benchmark(spec, size, device='cpu', threads=2, warmup=1, repeat=3, flops=True):
+    """Parameters, flow time, peak memory, forward times and FLOPs of ``spec`` on 1 x 4 x 3 x h x w."""
+    device = setup(threads, device)
+    net = build_network(spec).to(device).eval()
+    lq = torch.rand(1, FRAMES, 3, *size, device=device)
+    result = {'params': sum(p.numel() for p in net.parameters())}
+    extras = flow_extras(net, lq)
+    if extras:
+        result['flow_seconds'] = timings(lambda: flow_extras(net, lq), device, repeat)
+        result['flow_s'] = statistics.median(result['flow_seconds'])
+
+    def forward():
+        with torch.inference_mode():
+            predict(net, lq, extras)
+
+    result['peak_mem_mib'] = peak_memory_mib(forward, device)
+    timings(forward, device, warmup - 1)  # the memory call was the first warm-up
+    result['seconds'] = timings(forward, device, repeat)
+    result['fwd_s'] = statistics.median(result['seconds'])
+    if flops:
+        result['flops'], result['uncounted_ops'] = count_flops(net, lq, extras)
+    size_multiple = getattr(net, 'size_multiple', None)
+    if size_multiple and (size[0] % size_multiple or size[1] % size_multiple):
+        result['note'] = f'LR padded to a multiple of {size_multiple} inside'
+    return result
+
+
+def train_benchmark(spec, patch, batch, device='cpu', threads=2, warmup=1, repeat=3):
+    """Time of one training step (forward, Charbonnier loss, backward, Adam) on a random patch."""
+    device = setup(threads, device)
+    net = build_network(spec).to(device).train()
+    params = [p for p in net.parameters() if p.requires_grad]
+    if not params:
+        return {'skipped': 'no trainable parameters'}
+    optimizer = torch.optim.Adam(params, lr=2e-4, betas=(0.9, 0.99))
+    criterion = CharbonnierLoss()
+    lq = torch.rand(batch, FRAMES, 3, patch, patch, device=device)
+    gt = torch.rand(batch, 2 * FRAMES - 1, 3, 4 * patch, 4 * patch, device=device)
+    extras = flow_extras(net, lq)
+
+    def step():
+        loss = criterion(predict(net, lq, extras), gt)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    result = {'patch': patch, 'batch': batch, 'peak_mem_mib': peak_memory_mib(step, device)}
+    timings(step, device, warmup - 1)
+    result['seconds'] = timings(step, device, repeat)
+    result['train_s'] = statistics.median(result['seconds'])
+    return result
+
+
+# ---------------------------------------------------------------- isolation
+
+def _child(conn, fn, kwargs):
+    try:
+        conn.send({'ok': fn(**kwargs)})
+    except BaseException as e:  # noqa: BLE001  (reported to the parent, which carries on)
+        traceback.print_exc()
+        conn.send({'error': f'{type(e).__name__}: {e}'.splitlines()[0][:300]})
+    finally:
+        conn.close()
+
+
+def run_isolated(fn, kwargs, timeout):
+    """fn(**kwargs) in a fresh spawned process: its result dict, or {'error': ...} on failure or timeout."""
+    ctx = multiprocessing.get_context('spawn')
+    receive, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child, args=(send, fn, kwargs), daemon=True)
+    start = time.perf_counter()
+    proc.start()
+    send.close()
+    try:
+        if not receive.poll(timeout):
+            return {'error': f'timeout after {timeout:g} s'}
+        reply = receive.recv()
+        return reply['ok'] if 'ok' in reply else reply
+    except EOFError:
+        proc.join(5)
+        return {'error': f'process died (exit code {proc.exitcode})'}
+    finally:
+        if proc.is_alive():
+            proc.kill()
+        proc.join()
+        receive.close()
+        print(f'    {fn.__name__} {kwargs.get("size") or kwargs.get("patch")}: {time.perf_counter() - start:.1f} s',
+              file=sys.stderr, flush=True)
+
+
+def run(fn, kwargs, timeout, isolate):
+    if isolate:
+        return run_isolated(fn, kwargs, timeout)
+    try:
+        return fn(**kwargs)
+    except Exception as e:  # noqa: BLE001
+        return {'error': f'{type(e).__name__}: {e}'.splitlines()[0][:300]}
+
+
+# ---------------------------------------------------------------- one network, the table, the machine
+
+def benchmark_network(name, args):
+    spec, note = network_spec(name, args.config)
+    row = {'network': name, 'config': args.config, 'spec': spec, 'params': None, 'flops': None,
+           'official_cpu_fwd_s': OFFICIAL_CPU_FORWARD_S.get(name), 'forward': {}, 'notes': [note] if note else []}
+    common = {'device': args.device, 'threads': args.threads, 'warmup': max(1, args.warmup), 'repeat': args.repeat}
+    for i, size in enumerate(args.sizes):
+        print(f'{name} ({args.config}) forward {size}', file=sys.stderr, flush=True)
+        result = run(forward_benchmark, {'spec': spec, 'size': parse_size(size), 'flops': i == 0, **common},
+                     args.timeout, not args.in_process)
+        row['forward'][size] = result
+        if 'params' in result:
+            row['params'] = result['params']
+        if 'flops' in result:
+            row['flops'] = result['flops']
+            if result['uncounted_ops']:
+                row['notes'].append(f'FLOPs exclude {", ".join(result["uncounted_ops"])} (bilinear sampling)')
+        if result.get('note') and result['note'] not in row['notes']:
+            row['notes'].append(result['note'])
+    patch = args.train_patch or OFFICIAL_TRAIN_PATCH.get(spec['type'], 32)
+    batch = args.train_batch or (OFFICIAL_TRAIN_BATCH.get(spec['type'], 16) if args.device == 'cuda' else 1)
+    print(f'{name} ({args.config}) training step, patch {patch}, batch {batch}', file=sys.stderr, flush=True)
+    row['train'] = run(train_benchmark, {'spec': spec, 'patch': patch, 'batch': batch, **common},
+                       args.timeout, not args.in_process)
+    return row
+
+
+def _cell(result, key, fmt):
+    if 'error' in result:
+        return 'timeout' if result['error'].startswith('timeout') else 'error'
+    if 'skipped' in result:
+        return '-'
+    return format(result[key], fmt) if key in result else '-'
+
+
+def markdown_table(rows, sizes):
+    header = ['network', 'config', 'params', f'GFLOPs {sizes[0]}']
+    for size in sizes:
+        header += [f'fwd {size} s', 'peak MiB']
+    header += ['flow s', 'train step s (patch, batch)', 'official CPU fwd s (spec, not re-measured)', 'notes']
+    align = ['---'] * 2 + ['---:'] * (len(header) - 4) + ['---'] * 2  # numbers right-aligned
+    lines = ['| ' + ' | '.join(header) + ' |', '|' + '|'.join(align) + '|']
+    for row in rows:
+        cells = [row['network'], row['config'], '-' if row['params'] is None else f'{row["params"]:,}',
+                 '-' if row['flops'] is None else f'{row["flops"] / 1e9:.2f}']
+        flow = []
+        for size in sizes:
+            result = row['forward'][size]
+            cells += [_cell(result, 'fwd_s', '.3g'), _cell(result, 'peak_mem_mib', '.0f')]
+            if 'flow_s' in result:
+                flow.append(f'{result["flow_s"]:.3g}')
+        cells.append(' / '.join(flow) or '-')
+        train = row['train']
+        train_cell = _cell(train, 'train_s', '.3g')
+        if 'train_s' in train:
+            train_cell += f' ({train["patch"]}, {train["batch"]})'
+        cells += [train_cell, row['official_cpu_fwd_s'] or '-']
+        errors = [f'{what}: {r["error"]}' for what, r in [*row['forward'].items(), ('train', train)] if 'error' in r]
+        cells.append('; '.join(row['notes'] + errors) or '')
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
+def cpu_model():
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info(device, threads):
+    info = {'cpu': cpu_model(), 'cpu_count': os.cpu_count(), 'load_average_1min': os.getloadavg()[0],
+            'platform': platform.platform(), 'python': platform.python_version(), 'torch': torch.__version__,
+            'torchvision': torchvision.__version__, 'threads': threads, 'device': device,
+            'date': time.strftime('%Y-%m-%d %H:%M:%S %z')}
+    if device == 'cuda':
+        info['gpu'] = torch.cuda.get_device_name(0)
+    return info
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument('--networks', nargs='+', default=list(NETWORKS),
+                        help='registered names (default: all) or tests/networks/<stem>.yml variants '
+                             '(e.g. starnet_noref)')
+    parser.add_argument('--config', choices=['official', 'tiny'], default='official',
+                        help='official = constructor defaults; tiny = tests/networks/<model>.yml "tiny"')
+    parser.add_argument('--device', choices=['cpu', 'cuda'], default='cpu')
+    parser.add_argument('--threads', type=int, default=2, help='torch.set_num_threads (default 2)')
+    parser.add_argument('--sizes', nargs='+', default=DEFAULT_SIZES, help='LR sizes h x w (default 64x112 144x180)')
+    parser.add_argument('--warmup', type=int, default=1, help='untimed calls before timing (at least 1)')
+    parser.add_argument('--repeat', type=int, default=3, help='timed calls; the median is reported')
+    parser.add_argument('--train-patch', type=int, help='LR training patch (default: 32, MSTT 80)')
+    parser.add_argument('--train-batch', type=int, help='training batch (default: 1 on CPU, official on CUDA)')
+    parser.add_argument('--timeout', type=float, default=1800, help='seconds per measurement (default 1800)')
+    parser.add_argument('--in-process', action='store_true',
+                        help='measure in this process: no timeout, peak memory not isolated (debugging)')
+    parser.add_argument('--json', type=Path, help='default benchmarks/results/networks_<device>[_tiny].json')
+    args = parser.parse_args(argv)
+    known = [*NETWORKS, *network_configs()]
+    unknown = [n for n in args.networks if n not in known]
+    if unknown:
+        parser.error(f'unknown network(s) {", ".join(unknown)}; known: {", ".join(known)}')
+    if args.device == 'cuda' and not torch.cuda.is_available():
+        parser.error('--device cuda: CUDA is not available')
+    for size in args.sizes:
+        parse_size(size)
+    suffix = '_tiny' if args.config == 'tiny' else ''
+    json_path = args.json or ROOT / 'benchmarks' / 'results' / f'networks_{args.device}{suffix}.json'
+
+    report = {'machine': machine_info(args.device, args.threads),
+              'settings': {k: v for k, v in vars(args).items() if k not in ('json', 'networks')},
+              'official_cpu_forward_s': OFFICIAL_CPU_FORWARD_S, 'results': []}
+    for name in args.networks:
+        report['results'].append(benchmark_network(name, args))
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(report, indent=2) + '\n')  # after each network: long runs keep partial results
+    machine = report['machine']
+    device = args.device + (f' ({machine["gpu"]})' if 'gpu' in machine else '')
+    print(f'{machine["cpu"]}, {machine["cpu_count"]} CPUs, load {machine["load_average_1min"]:.1f}; torch '
+          f'{machine["torch"]}, {args.threads} threads, device {device}; batch 1, {FRAMES} LR frames -> '
+          f'{2 * FRAMES - 1} HR frames x4; sizes h x w; median of {args.repeat}')
+    print()
+    print(markdown_table(report['results'], args.sizes))
+    print(f'\nwritten {json_path}')
+    return report
+
+
+if __name__ == '__main__':
+    main()
