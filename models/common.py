@@ -150,3 +150,88 @@ def pad_to_multiple(x, multiple, mode='constant'):
     flat = x.reshape(-1, *shape[-3:]) if x.dim() > 4 else x
     flat = F.pad(flat, (0, pw, 0, ph), mode=mode)
     return flat.reshape(*shape[:-2], h + ph, w + pw), (h, w)
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: in training, zero the residual branch of whole samples with probability ``p`` and
+    rescale the kept ones by 1/(1-p); identity in eval mode. (b, ...) -> (b, ...)."""
+
+    def __init__(self, p=0.):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x):
+        if self.p == 0. or not self.training:
+            return x
+        keep = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(1 - self.p)
+        return x * keep / (1 - self.p)
+
+    def extra_repr(self):
+        return f'p={self.p}'
+
+
+class Mlp(nn.Module):
+    """fc1 -> GELU -> fc2 on (..., dim), the transformer feed-forward of the Swin blocks."""
+
+    def __init__(self, dim, hidden_dim):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden_dim)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden_dim, dim)
+
+    def forward(self, x):
+        return self.fc2(self.act(self.fc1(x)))
+
+
+def window_partition(x, window_size):
+    """(b, h, w, c) -> (b * h/ws * w/ws, ws*ws, c), windows in row-major order."""
+    b, h, w, c = x.shape
+    x = x.view(b, h // window_size, window_size, w // window_size, window_size, c)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window_size * window_size, c)
+
+
+def window_reverse(windows, window_size, h, w):
+    """Inverse of ``window_partition``: (b * nW, ws*ws, c) -> (b, h, w, c)."""
+    c = windows.shape[-1]
+    x = windows.view(-1, h // window_size, w // window_size, window_size, window_size, c)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, h, w, c)
+
+
+def shifted_window_mask(h, w, window_size, shift_size, device=None):
+    """Attention mask (nW, ws*ws, ws*ws) for windows shifted by ``shift_size``: 0 within a region, -100 across.
+
+    After the cyclic shift, a window at the bottom/right border holds pixels from opposite borders; the
+    mask keeps them from attending to each other.
+    """
+    img = torch.zeros(1, h, w, 1, device=device)
+    cuts = (slice(0, -window_size), slice(-window_size, -shift_size), slice(-shift_size, None))
+    for i, hs in enumerate(cuts):
+        for j, ws in enumerate(cuts):
+            img[:, hs, ws, :] = 3 * i + j
+    regions = window_partition(img, window_size).squeeze(-1)
+    mask = regions.unsqueeze(1) - regions.unsqueeze(2)
+    return mask.masked_fill(mask != 0, -100.).masked_fill(mask == 0, 0.)
+
+
+class ShiftedWindowMasks:
+    """Shifted-window masks by feature size: the stored ``attn_mask`` buffer at the size a block was built
+    for (official checkpoints carry it), computed once per other (size, device) and cached."""
+
+    def __init__(self, window_size, shift_size, built_size):
+        self.window_size, self.shift_size, self.built_size = window_size, shift_size, tuple(built_size)
+        self.cache = {}
+
+    def __call__(self, stored, size, device):
+        if not self.shift_size:
+            return None
+        if tuple(size) == self.built_size:
+            return stored
+        key = (tuple(size), device)
+        if key not in self.cache:
+            self.cache[key] = shifted_window_mask(*size, self.window_size, self.shift_size, device=device)
+        return self.cache[key]
+
+
+def tokens_to_map(x, size):
+    """(b, h*w, c) tokens -> (b, c, h, w) map."""
+    return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], *size)

@@ -12,48 +12,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-
-def window_partition(x, window_size):
-    """(b, h, w, c) -> (b * h/ws * w/ws, ws*ws, c), windows in row-major order."""
-    b, h, w, c = x.shape
-    x = x.view(b, h // window_size, window_size, w // window_size, window_size, c)
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window_size * window_size, c)
-
-
-def window_reverse(windows, window_size, h, w):
-    """Inverse of ``window_partition``: (b * nW, ws*ws, c) -> (b, h, w, c)."""
-    c = windows.shape[-1]
-    x = windows.view(-1, h // window_size, w // window_size, window_size, window_size, c)
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, h, w, c)
-
-
-class DropPath(nn.Module):
-    """Stochastic depth: in training, zero the whole residual branch of a sample with probability ``p``
-    and scale the kept ones by 1/(1-p); identity in eval mode. (b, ...) -> (b, ...)."""
-
-    def __init__(self, p=0.0):
-        super().__init__()
-        self.p = p
-
-    def forward(self, x):
-        if self.p == 0.0 or not self.training:
-            return x
-        keep = 1.0 - self.p
-        shape = (x.shape[0],) + (1,) * (x.dim() - 1)
-        return x / keep * torch.floor(keep + torch.rand(shape, dtype=x.dtype, device=x.device))
-
-
-class Mlp(nn.Module):
-    """fc1 -> GELU -> fc2 on (..., dim)."""
-
-    def __init__(self, dim, hidden_dim):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden_dim)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden_dim, dim)
-
-    def forward(self, x):
-        return self.fc2(self.act(self.fc1(x)))
+from .common import (DropPath, Mlp, ShiftedWindowMasks, shifted_window_mask, tokens_to_map, window_partition,
+                     window_reverse)
 
 
 class WindowAttention(nn.Module):
@@ -115,31 +75,9 @@ class SwinTransformerBlock(nn.Module):
         self.drop_path = DropPath(drop_path)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
-        self.register_buffer('attn_mask', self.calculate_mask(self.input_resolution) if shift_size else None)
-        self._masks = {}
-
-    def calculate_mask(self, x_size):
-        """(nW, ws*ws, ws*ws): -100 between tokens that the cyclic shift brought from different image regions."""
-        h, w = x_size
-        ws, s = self.window_size, self.shift_size
-        region = torch.zeros(1, h, w, 1)
-        slices = (slice(0, -ws), slice(-ws, -s), slice(-s, None))
-        for i, hs in enumerate(slices):
-            for j, vs in enumerate(slices):
-                region[:, hs, vs, :] = 3 * i + j
-        ids = window_partition(region, ws).squeeze(-1)
-        diff = ids.unsqueeze(1) - ids.unsqueeze(2)
-        return torch.zeros_like(diff).masked_fill(diff != 0, -100.0)
-
-    def mask_for(self, x_size, device):
-        if not self.shift_size:
-            return None
-        if tuple(x_size) == self.input_resolution:
-            return self.attn_mask
-        key = (tuple(x_size), device)
-        if key not in self._masks:
-            self._masks[key] = self.calculate_mask(x_size).to(device)
-        return self._masks[key]
+        self.register_buffer('attn_mask', shifted_window_mask(*self.input_resolution, window_size, shift_size)
+                             if shift_size else None)
+        self.masks = ShiftedWindowMasks(window_size, shift_size, self.input_resolution)
 
     def forward(self, x, x_size):
         h, w = x_size
@@ -148,7 +86,7 @@ class SwinTransformerBlock(nn.Module):
         y = self.norm1(x).view(b, h, w, c)
         if s:
             y = torch.roll(y, shifts=(-s, -s), dims=(1, 2))
-        y = self.attn(window_partition(y, ws), mask=self.mask_for(x_size, x.device))
+        y = self.attn(window_partition(y, ws), mask=self.masks(self.attn_mask, x_size, x.device))
         y = window_reverse(y, ws, h, w)
         if s:
             y = torch.roll(y, shifts=(s, s), dims=(1, 2))
@@ -186,13 +124,8 @@ class RSTB(nn.Module):
         self.conv = nn.Conv2d(dim, dim, 3, 1, 1)
 
     def forward(self, x, x_size):
-        y = tokens_to_image(self.residual_group(x, x_size), x_size)
+        y = tokens_to_map(self.residual_group(x, x_size), x_size)
         return self.conv(y).flatten(2).transpose(1, 2) + x
-
-
-def tokens_to_image(x, x_size):
-    """(b, h*w, c) -> (b, c, h, w)."""
-    return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], *x_size)
 
 
 class PatchEmbed(nn.Module):
@@ -241,5 +174,5 @@ class SwinIRBody(nn.Module):
         y = self.patch_embed(x)
         for layer in self.layers:
             y = layer(y, x_size)
-        y = tokens_to_image(self.norm(y), x_size)
+        y = tokens_to_map(self.norm(y), x_size)
         return self.conv_last(self.conv_after_body(y) + x)

@@ -20,55 +20,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-
-def drop_path(x, p, training):
-    """Stochastic depth: zero the residual branch of whole samples with probability ``p``, rescale the rest."""
-    if p == 0. or not training:
-        return x
-    keep = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(1 - p)
-    return x * keep / (1 - p)
-
-
-class DropPath(nn.Module):
-    def __init__(self, p=0.):
-        super().__init__()
-        self.p = p
-
-    def forward(self, x):
-        return drop_path(x, self.p, self.training)
-
-    def extra_repr(self):
-        return f'p={self.p}'
-
-
-def window_partition(x, window_size):
-    """(b, h, w, c) -> (b * h/ws * w/ws, ws * ws, c), windows in row-major order."""
-    b, h, w, c = x.shape
-    x = x.view(b, h // window_size, window_size, w // window_size, window_size, c)
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window_size * window_size, c)
-
-
-def window_reverse(windows, window_size, h, w):
-    """Inverse of :func:`window_partition`: (b * nW, ws * ws, c) -> (b, h, w, c)."""
-    c = windows.shape[-1]
-    x = windows.view(-1, h // window_size, w // window_size, window_size, window_size, c)
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, h, w, c)
-
-
-def shifted_window_mask(h, w, window_size, shift_size, device=None):
-    """Attention mask (nW, ws*ws, ws*ws) for windows shifted by ``shift_size``: 0 within a region, -100 across.
-
-    After the cyclic shift, a window at the bottom/right border holds pixels from opposite borders; the
-    mask keeps them from attending to each other.
-    """
-    img = torch.zeros(1, h, w, 1, device=device)
-    cuts = (slice(0, -window_size), slice(-window_size, -shift_size), slice(-shift_size, None))
-    for i, hs in enumerate(cuts):
-        for j, ws in enumerate(cuts):
-            img[:, hs, ws, :] = 3 * i + j
-    regions = window_partition(img, window_size).squeeze(-1)
-    mask = regions.unsqueeze(1) - regions.unsqueeze(2)
-    return mask.masked_fill(mask != 0, -100.).masked_fill(mask == 0, 0.)
+from .common import (DropPath, Mlp, ShiftedWindowMasks, shifted_window_mask, tokens_to_map, window_partition,
+                     window_reverse)
 
 
 class WindowAttentionV2(nn.Module):
@@ -126,17 +79,6 @@ class WindowAttentionV2(nn.Module):
         return self.proj(x)
 
 
-class Mlp(nn.Module):
-    def __init__(self, dim, hidden):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x):
-        return self.fc2(self.act(self.fc1(x)))
-
-
 class SwinV2Block(nn.Module):
     """(Shifted-)window attention and MLP, each a post-normed residual branch.
 
@@ -154,6 +96,7 @@ class SwinV2Block(nn.Module):
         self.window_size, self.shift_size = window_size, shift_size
         self.register_buffer('attn_mask', shifted_window_mask(*self.input_resolution, window_size, shift_size)
                              if shift_size > 0 else None)
+        self.masks = ShiftedWindowMasks(window_size, shift_size, self.input_resolution)
         self.norm1 = nn.LayerNorm(dim)
         self.attn = WindowAttentionV2(dim, window_size, num_heads)
         self.drop_path = DropPath(drop_path)
@@ -168,8 +111,7 @@ class SwinV2Block(nn.Module):
         mask = None
         if self.shift_size > 0:
             x = torch.roll(x, shifts=(-self.shift_size, -self.shift_size), dims=(1, 2))
-            mask = self.attn_mask if (h, w) == self.input_resolution else \
-                shifted_window_mask(h, w, self.window_size, self.shift_size, device=x.device)
+            mask = self.masks(self.attn_mask, (h, w), x.device)
         x = window_reverse(self.attn(window_partition(x, self.window_size), mask), self.window_size, h, w)
         if self.shift_size > 0:
             x = torch.roll(x, shifts=(self.shift_size, self.shift_size), dims=(1, 2))
@@ -204,11 +146,6 @@ class PatchEmbed(nn.Module):
     def forward(self, x):
         x = self.proj(x).flatten(2).transpose(1, 2)
         return x if self.norm is None else self.norm(x)
-
-
-def tokens_to_map(x, size):
-    """(b, h*w, c) -> (b, c, h, w)."""
-    return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], *size)
 
 
 class RSTBV2(nn.Module):

@@ -3,7 +3,7 @@ import pytest
 import torch
 from torchvision.ops import deform_conv2d
 
-from models.common import ModulatedDeformConv2d, deform_conv2d_sampled, pad_to_multiple
+from models.common import DropPath, ModulatedDeformConv2d, deform_conv2d_sampled, pad_to_multiple
 
 
 @pytest.mark.parametrize('groups,kernel,padding,dilation,size', [(1, 3, 1, 1, (9, 11)), (4, 3, 1, 1, (16, 16)),
@@ -60,3 +60,12 @@ def test_pad_to_multiple():
     assert y.shape == (2, 3, 4, 16, 16) and size == (10, 13)
     assert torch.equal(y[..., :10, :13], x) and not y[..., 10:, :].any()
     assert pad_to_multiple(x[..., :8, :8], 8)[0].shape == (2, 3, 4, 8, 8)
+
+
+def test_drop_path_drops_whole_samples_in_training_only():
+    x = torch.ones(1000, 3, 2)
+    layer = DropPath(0.5).eval()
+    assert torch.equal(layer(x), x)
+    per_sample = layer.train()(x).flatten(1)
+    assert ((per_sample == 0).all(1) | (per_sample == 2).all(1)).all()
+    assert 350 < (per_sample[:, 0] == 0).sum() < 650

@@ -8,8 +8,8 @@ import torch.nn.functional as F
 
 import models.msitf  # noqa: F401  (registers MSITF)
 from models.msitf import MSITF, PCDAlign, TemporalAttention
-from models.swinv2 import (SwinV2Block, WindowAttentionV2, drop_path, shifted_window_mask, window_partition,
-                           window_reverse)
+from models.common import shifted_window_mask, window_partition, window_reverse
+from models.swinv2 import SwinV2Block, WindowAttentionV2
 
 FIXTURE = Path(__file__).parent / 'fixtures' / 'msitf_official.pt'
 TINY = dict(nf=8, groups=1, front_RBs=1, trunk_depths=[2], trunk_heads=[2], window_size=4, hr_nf=8)
@@ -168,12 +168,3 @@ def test_swin_block_runs_at_any_size_with_the_same_result():
     x = torch.rand(2, 16 * 16, 8)
     assert built_16.attn_mask.shape == (16, 16, 16)
     torch.testing.assert_close(built_16(x, (16, 16)), built_32(x, (16, 16)))
-
-
-def test_drop_path_drops_whole_samples_in_training_only():
-    x = torch.ones(1000, 3, 2)
-    assert torch.equal(drop_path(x, 0.5, training=False), x)
-    y = drop_path(x, 0.5, training=True)
-    per_sample = y.flatten(1)
-    assert ((per_sample == 0).all(1) | (per_sample == 2).all(1)).all()
-    assert 350 < (per_sample[:, 0] == 0).sum() < 650

@@ -161,9 +161,9 @@ def test_shifted_window_masks_at_any_size():
     other = SwinTransformerBlock(8, (8, 12), num_heads=2, window_size=4, shift_size=2).eval()
     other.load_state_dict({k: v for k, v in block.state_dict().items() if k != 'attn_mask'}, strict=False)
     assert block.attn_mask.shape == (16, 16, 16)
-    assert block.mask_for((16, 16), torch.device('cpu')) is block.attn_mask
-    mask = block.mask_for((8, 12), torch.device('cpu'))
-    assert block.mask_for((8, 12), torch.device('cpu')) is mask
+    assert block.masks(block.attn_mask, (16, 16), torch.device('cpu')) is block.attn_mask
+    mask = block.masks(block.attn_mask, (8, 12), torch.device('cpu'))
+    assert block.masks(block.attn_mask, (8, 12), torch.device('cpu')) is mask
     torch.testing.assert_close(mask, other.attn_mask)
     x = torch.randn(2, 8 * 12, 8)
     with torch.no_grad():
