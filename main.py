@@ -27,6 +27,7 @@ from data import build_dataset
 from data.io import DataError
 from models import build_network
 from models.adapters import loss_hook, training_losses
+from models.flow import clip_flows, stack_clip_flows
 from models.losses import LOSSES
 from utils.checkpoint import FORMAT, CheckpointError, CheckpointManager, load_checkpoint, load_weights, rng_state, \
     set_rng_state
@@ -49,10 +50,12 @@ class SeededSamples(Dataset):
 
     Random crops and augmentations then depend only on (run seed, epoch, index), not on which worker
     ran them or on what ran before: a resumed run sees exactly the samples an uninterrupted run sees.
+    With ``flow_backend`` (networks fed optical flow: MSTT, STARnet) the flows of the augmented LR
+    frames are computed here, in the loader workers, as ``'flows'`` (n-1, 2, h, w, 2).
     """
 
-    def __init__(self, dataset):
-        self.dataset = dataset
+    def __init__(self, dataset, flow_backend=None):
+        self.dataset, self.flow_backend = dataset, flow_backend
 
     def __len__(self):
         return len(self.dataset)
@@ -62,7 +65,11 @@ class SeededSamples(Dataset):
         random.seed(seed)
         np.random.seed(seed % 2 ** 32)
         torch.manual_seed(seed)
-        return self.dataset[index]
+        sample = self.dataset[index]
+        if self.flow_backend is not None:
+            frames = list(sample['lq'].permute(0, 2, 3, 1).numpy())
+            sample['flows'] = torch.from_numpy(stack_clip_flows(*clip_flows(frames, self.flow_backend)))
+        return sample
 
 
 class ResumableSampler(DistributedSampler):
@@ -197,7 +204,7 @@ def _train(opt, dist):
     per_rank = cfg_data['batch_size'] // dist.world_size
     sampler = ResumableSampler(train_set, dist.world_size, dist.rank, opt['seed'])
     workers = cfg_data['num_workers']
-    loader = DataLoader(SeededSamples(train_set), batch_size=per_rank, sampler=sampler, num_workers=workers,
+    loader = DataLoader(SeededSamples(train_set, getattr(net, 'flow_backend', None)), batch_size=per_rank, sampler=sampler, num_workers=workers,
                         pin_memory=cfg_data['pin_memory'] and device.type == 'cuda', drop_last=True,
                         persistent_workers=workers > 0)
     batches = train_batches(loader, sampler, start_iter)

@@ -142,3 +142,19 @@ def test_non_finite_steps_are_skipped_then_stop_the_run(tmp_path):
     assert saved
     for ckpt in saved:
         assert all(torch.isfinite(v).all() for v in weights(ckpt)['weights'].values() if v.is_floating_point())
+
+
+def test_seeded_samples_are_reproducible_and_carry_flows():
+    from data import build_dataset
+    from main import SeededSamples
+    from models.flow import clip_flows, stack_clip_flows
+    dataset = build_dataset({'type': 'VideoSeptuplets', 'paths': ['demo:carphone'], 'max_frames': 14, 'lq_size': 16,
+                             'use_flip': True, 'use_rot': True, 'use_time_reverse': True})
+    samples = SeededSamples(dataset, flow_backend='opencv_dis')
+    a, b, c = samples[(3, 11)], samples[(3, 11)], samples[(3, 12)]
+    assert torch.equal(a['lq'], b['lq']) and torch.equal(a['gt'], b['gt'])
+    assert not torch.equal(a['gt'], c['gt'])  # another seed, another crop
+    assert a['flows'].shape == (3, 2, 16, 16, 2)
+    frames = list(a['lq'].permute(0, 2, 3, 1).numpy())
+    assert torch.equal(a['flows'], torch.from_numpy(stack_clip_flows(*clip_flows(frames, 'opencv_dis'))))
+    assert 'flows' not in SeededSamples(dataset)[(3, 11)]
