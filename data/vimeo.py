@@ -57,6 +57,8 @@ class SeptupletFolders(Dataset):
     def __init__(self, root, list_file, sequences_dir, frame_pattern, frame_start, degradation, lq_root,
                  n_inputs, lq_size, use_flip, use_rot, use_time_reverse, skip_missing, bit_depth):
         self.root = Path(root)
+        if not self.root.is_dir():
+            raise DataError(f'{self.root}: dataset root not found')
         self.gt_dir = self.root / sequences_dir
         self.lq_dir = Path(lq_root) / sequences_dir if lq_root else None
         self.frame_names = [frame_pattern.format(frame_start + i) for i in range(self.clip_frames)]
@@ -107,6 +109,24 @@ class Vimeo90KSeptuplet(SeptupletFolders):
 
 
 @DATASETS.register()
+class Vimeo90KTriplet(SeptupletFolders):
+    """Vimeo-90K triplets (STARnet's training set): 2 LR frames in (im1, im3), 3 GT frames.
+
+    Tree: ``vimeo_triplet/sequences/00001/0001/im1.png .. im3.png`` (448x256) with ``tri_trainlist.txt``
+    (51,313 keys) and ``tri_testlist.txt`` (3,782), the same list format as the septuplets.
+
+    Args: as :class:`Vimeo90KSeptuplet`, without ``n_inputs`` (always 2).
+    Items: ``{'lq': (2, 3, h, w), 'gt': (3, 3, s*h, s*w)`` float32 in [0, 1], ``'key'}``.
+    """
+    clip_frames = 3
+
+    def __init__(self, root, list_file='tri_trainlist.txt', degradation=None, lq_root=None, lq_size=32,
+                 use_flip=False, use_rot=False, use_time_reverse=False, skip_missing=False):
+        super().__init__(root, list_file, 'sequences', 'im{}.png', 1, degradation, lq_root, 2, lq_size,
+                         use_flip, use_rot, use_time_reverse, skip_missing, bit_depth=None)
+
+
+@DATASETS.register()
 class Vimeo90KTest(Dataset):
     """Vimeo-90K septuplets as test clips (protocol ``septuplet``: im1, im3, im5, im7 in, all 7 scored).
 
@@ -123,6 +143,8 @@ class Vimeo90KTest(Dataset):
     """
 
     def __init__(self, root, list_file='sep_testlist.txt', degradation=None, lq_root=None, skip_missing=False):
+        if not Path(root).is_dir():
+            raise DataError(f'{root}: dataset root not found')
         self.gt_dir = Path(root) / 'sequences'
         self.lq_dir = Path(lq_root) / 'sequences' if lq_root else None
         self.degradation = parse_degradation(degradation)

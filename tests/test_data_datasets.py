@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from data import DATASETS, build_dataset
-from data.io import DataError, read_frames, write_image
+from data.io import DataError, read_frames, read_image, write_image
 from data.transforms import MANIFEST_NAME, degrade, manifest
 from tests.conftest import require
 
@@ -210,3 +210,21 @@ def test_jilin_12bit_test_clip_max_value(tmp_path):
         write_image(tmp_path / '005/truth' / f'{i:08d}.png', (rng.random((16, 16, 3)) * 4095).astype(np.uint16))
     clip = build_dataset({'type': 'Jilin189Test', 'root': str(tmp_path), 'bit_depth': 12})[0]
     assert clip['max_value'] == 4095 and clip['gt'].dtype == np.uint16 and clip['lq'].max() <= 1
+
+
+def test_vimeo_triplets_from_a_triplet_tree(tmp_path):
+    """A vimeo_triplet tree (made here from the first three frames of real septuplets): 2 in, 3 out."""
+    src = require('vimeo_septuplet/sequences/00001')
+    keys = ['00001/0001', '00001/0002']
+    for key in keys:
+        (tmp_path / 'sequences' / key).mkdir(parents=True)
+        for i in (1, 2, 3):
+            shutil.copy(src / key.split('/')[1] / f'im{i}.png', tmp_path / 'sequences' / key / f'im{i}.png')
+    (tmp_path / 'tri_trainlist.txt').write_text('\n'.join(keys) + '\n00009/0001\n')
+    with pytest.raises(DataError, match='00009/0001'):
+        build_dataset({'type': 'Vimeo90KTriplet', 'root': str(tmp_path)})
+    data = build_dataset({'type': 'Vimeo90KTriplet', 'root': str(tmp_path), 'skip_missing': True, 'lq_size': 0})
+    sample = data[1]
+    assert len(data) == 2 and sample['lq'].shape == (2, 3, 64, 112) and sample['gt'].shape == (3, 3, 256, 448)
+    gt_middle = read_image(tmp_path / 'sequences' / keys[1] / 'im2.png')
+    assert torch.equal(sample['gt'][1], torch.from_numpy(gt_middle).permute(2, 0, 1).float() / 255)
