@@ -1,11 +1,18 @@
 """Evaluate a network on test clips under a named protocol; print and save per-clip PSNR/SSIM.
+With --input, upscale a clip without ground truth instead (x4 in space, x2 in time; utils/inference.py).
 
     python test.py                                        # the demo checkpoint (options/test/demo.yml)
     python test.py -opt options/test/baseline_vid4_bix4.yml
     python test.py --checkpoint experiments/demo/checkpoints/best.pth   # data and protocol from the checkpoint
     python test.py -opt options/test/stdan_vid4_bix4.yml --set test.protocol=zsm_legacy
+
+    python test.py --checkpoint best.pth --input clip.mp4 --output out.mp4          # inference
+    python test.py --network '{type: BicubicBlend}' --input frames/ --output out/ --output out.mp4
+    python test.py --checkpoint best.pth --input big.mp4 --output out.mp4 --max-memory 8 --precision fp16
 """
 import argparse
+import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -14,12 +21,12 @@ import torch
 
 from data import build_dataset
 from data.io import DataError
-from models import build_network
-from utils.checkpoint import FORMAT, CheckpointError, load_checkpoint, load_weights, network_weights
+from utils.checkpoint import FORMAT, CheckpointError, load_checkpoint, rebuild_network
 from utils.evaluation import evaluate, format_table, write_results
+from utils.inference import load_network, open_input, run_inference
 from utils.logger import setup_logging
 from utils.dist import resolve_device
-from utils.options import OptionsError, apply_override, load_options, validate
+from utils.options import OptionsError, apply_override, build_option, load_options, validate
 
 ROOT = Path(__file__).resolve().parent
 DEMO_OPTIONS = ROOT / 'options' / 'test' / 'demo.yml'
@@ -43,28 +50,6 @@ def options_from_checkpoint(path, overrides):
     return validate(tree, source=f'{path} (config)')
 
 
-def build_for_test(opt):
-    """The network to score: rebuilt from the checkpoint when there is one."""
-    path = opt['test']['checkpoint']
-    if path is None:
-        if opt['network'] is None:
-            raise OptionsError('network: required when test.checkpoint is not given')
-        net = build_network(opt['network'])
-        if any(p.requires_grad for p in net.parameters()):
-            raise OptionsError(f'test.checkpoint: {opt["network"]["type"]} has trainable parameters; '
-                               'give the checkpoint to evaluate')
-        return net, opt['network']
-    ckpt = load_checkpoint(path)
-    spec = ckpt['network'] if ckpt.get('format') == FORMAT else opt['network']
-    if spec is None:
-        raise CheckpointError(f'{path}: a bare state_dict carries no network spec; set network: in the options')
-    if opt['network'] is not None and opt['network']['type'] != spec['type']:
-        raise CheckpointError(f'{path}: holds a {spec["type"]} network, the options ask for {opt["network"]["type"]}')
-    net = build_network(spec)
-    load_weights(net, network_weights(ckpt), path)
-    return net, spec
-
-
 def run_test(opt):
     log = setup_logging()
     device = resolve_device(opt['device'])
@@ -72,9 +57,9 @@ def run_test(opt):
         torch.set_num_threads(opt['num_threads'])
     if opt['data']['test'] is None:
         raise OptionsError('data.test: required to test')
-    net, spec = build_for_test(opt)
+    net, spec, _ = rebuild_network(opt['test']['checkpoint'], opt['network'])
     net.to(device)
-    dataset = build_dataset(opt['data']['test'])
+    dataset = build_option(build_dataset, opt['data']['test'], 'data.test')
     cfg = opt['test']
     ckpt = cfg['checkpoint']
     out_dir = Path(cfg['results_dir']) if cfg['results_dir'] else (
@@ -99,14 +84,77 @@ def run_test(opt):
     return result
 
 
+def run_inference_cli(args):
+    """``test.py --input``: upscale a clip without ground truth (utils/inference.py)."""
+    if args.opt is not None or args.set:
+        raise OptionsError('--input runs inference: -opt and --set configure evaluation, leave them out')
+    if not re.fullmatch(r'auto|cpu|cuda(:\d+)?', args.device):
+        raise OptionsError(f'--device: must be auto, cpu, cuda or cuda:N, got {args.device!r}')
+    if args.tile is not None and len(args.tile) not in (1, 2):
+        raise OptionsError(f'--tile: expected N or H W, got {len(args.tile)} numbers')
+    setup_logging()
+    # FFmpeg's own log lines ("moov atom not found") would come before the one-line error of a bad video.
+    os.environ.setdefault('OPENCV_FFMPEG_LOGLEVEL', '-8')
+    device = resolve_device(args.device)
+    net, _ = load_network(args.checkpoint, args.network)
+    source = open_input(args.input, args.fps, args.max_frames)
+    tile = (args.tile[0], args.tile[-1]) if args.tile else None
+    return run_inference(net, source, args.output, device, scale=args.scale, time_factor=args.time,
+                         keep_fps=args.keep_fps, tile=tile, tile_overlap=args.tile_overlap,
+                         max_memory=args.max_memory, precision=args.precision, bit_depth=args.bit_depth,
+                         chunk=args.chunk, overwrite=args.overwrite)
+
+
+INFERENCE_ONLY = ('output', 'network', 'scale', 'time', 'fps', 'max_frames', 'keep_fps', 'tile', 'tile_overlap',
+                  'max_memory', 'precision', 'device', 'bit_depth', 'chunk', 'overwrite')
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('-opt', '--opt', default=None, help='test options YAML (default: options/test/demo.yml)')
     parser.add_argument('--checkpoint', default=None, help='checkpoint to evaluate (overrides test.checkpoint)')
     parser.add_argument('--set', action='append', default=[], metavar='KEY.PATH=VALUE',
                         help='override one option, value parsed as YAML (repeatable)')
+    infer = parser.add_argument_group('inference (no ground truth; see utils/inference.py)')
+    infer.add_argument('--input', default=None,
+                       help='video file, demo:<name> or folder of frames to upscale; switches to inference')
+    infer.add_argument('--output', action='append', default=[],
+                       help='a .mp4 file (8-bit, mp4v) or a folder for PNG frames at the input bit depth (repeatable)')
+    infer.add_argument('--network', default=None, metavar='YAML',
+                       help='network spec, e.g. "{type: BicubicBlend}": instead of --checkpoint for networks without '
+                            'weights, or the spec of a bare state_dict checkpoint')
+    infer.add_argument('--scale', type=float, default=None,
+                       help='space factor: any for networks with render() (TemporalLIIF; default 4), '
+                            'others accept their own only')
+    infer.add_argument('--time', type=float, default=None,
+                       help='time factor: any for networks with render() (default 2), others accept 2 only')
+    infer.add_argument('--fps', type=float, default=None,
+                       help='input frame rate (default: the video header; 25 for a frame folder)')
+    infer.add_argument('--max-frames', type=int, default=None, metavar='N',
+                       help='upscale only the first N input frames (a quick preview)')
+    infer.add_argument('--keep-fps', action='store_true',
+                       help='write the output at the input frame rate (slow motion) instead of fps x time factor')
+    infer.add_argument('--tile', type=int, nargs='+', default=None, metavar='N',
+                       help='LR tile size: N (square) or H W; tiles overlap and are blended')
+    infer.add_argument('--tile-overlap', type=int, default=16, metavar='N',
+                       help='minimum tile overlap in LR pixels (16)')
+    infer.add_argument('--max-memory', type=float, default=None, metavar='GB',
+                       help='choose the tile from a memory budget (estimate in utils/inference.py)')
+    infer.add_argument('--precision', choices=('fp32', 'fp16', 'bf16'), default='fp32',
+                       help='fp16/bf16: autocast on CUDA only')
+    infer.add_argument('--device', default='auto', help='auto | cpu | cuda | cuda:N (inference)')
+    infer.add_argument('--bit-depth', type=int, default=None, metavar='BITS',
+                       help='bits used in 16-bit input frames (e.g. 12); default: the file dtype (8 or 16)')
+    infer.add_argument('--chunk', type=int, default=65536, metavar='N', help='queries per render() call (TemporalLIIF)')
+    infer.add_argument('--overwrite', action='store_true', help='replace existing outputs')
     args = parser.parse_args(argv)
     try:
+        if args.input is not None:
+            run_inference_cli(args)
+            return 0
+        given = [name for name in INFERENCE_ONLY if getattr(args, name) != parser.get_default(name)]
+        if given:
+            raise OptionsError(f'--{given[0].replace("_", "-")}: an inference option; it needs --input')
         if args.opt is None and args.checkpoint is not None:
             opt = options_from_checkpoint(args.checkpoint, args.set)
         else:

@@ -13,7 +13,7 @@ import pickle
 import random
 import re
 import shutil
-import zipfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -71,15 +71,26 @@ def load_checkpoint(path, map_location='cpu'):
     if not path.is_file():
         raise CheckpointError(f'{path}: checkpoint not found')
     try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # e.g. 'Detected pickle protocol 21' for a file that is no checkpoint
+            warnings.simplefilter('ignore', UserWarning)
+            obj = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
+        blocked = next((line.strip() for line in str(e).splitlines() if 'global' in line.lower()), None)
+        if blocked is None:
+            raise CheckpointError(f'{path}: unreadable checkpoint (not a file torch.save wrote)') from None
         raise CheckpointError(f'{path}: refused, it holds Python objects that weights_only loading does not '
-                              f'run ({str(e).splitlines()[0][:120]}); re-save it as a plain state_dict') from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
-        raise CheckpointError(f'{path}: unreadable or truncated checkpoint ({str(e).splitlines()[0][:120]})') from None
+                              f'run ({blocked[:120]}); re-save it as a plain state_dict') from None
+    except Exception as e:  # a file that is not a checkpoint fails in the legacy unpickler in many ways
+        raise CheckpointError(f'{path}: unreadable or truncated checkpoint ({_first_sentence(e)})') from None
     if not isinstance(obj, dict):
         raise CheckpointError(f'{path}: expected a dict (a checkpoint or a state_dict), got {type(obj).__name__}')
     return obj
+
+
+def _first_sentence(error):
+    """The first sentence of an exception's message, at most 120 characters, for a one-line error."""
+    text = str(error).strip()
+    return f'{type(error).__name__}: {text.splitlines()[0].split(". ")[0][:120]}' if text else type(error).__name__
 
 
 def network_weights(ckpt):
@@ -113,6 +124,37 @@ def load_weights(net, state_dict, source):
                 parts.append(f'{len(keys)} {label} (e.g. {", ".join(keys[:3])})')
         raise CheckpointError(f'{source}: weights do not fit {type(net).__name__}: {"; ".join(parts)}')
     net.load_state_dict(state_dict, strict=True)
+
+
+def rebuild_network(path, spec, spec_key='network', checkpoint_key='test.checkpoint'):
+    """The network to run: ``(net, spec, ckpt)``, rebuilt from checkpoint ``path`` when there is one.
+
+    A toolbox checkpoint carries its network spec; a bare (e.g. official) state_dict needs ``spec``; a
+    ``spec`` that names another network than the checkpoint's is an error. Without ``path`` the spec must
+    name a network without trainable weights. ``spec_key`` and ``checkpoint_key`` are the option names
+    the messages use (``network``/``test.checkpoint`` in YAML, ``--network``/``--checkpoint`` on the CLI).
+    """
+    from models import build_network
+    from utils.options import OptionsError, build_option
+    if path is None:
+        if spec is None:
+            raise OptionsError(f'{spec_key}: required when {checkpoint_key} is not given')
+        net = build_option(build_network, spec, spec_key)
+        if any(p.requires_grad for p in net.parameters()):
+            raise OptionsError(f'{checkpoint_key}: {spec["type"]} has trainable parameters; give {checkpoint_key} '
+                               'with its weights')
+        return net, spec, None
+    ckpt = load_checkpoint(path)
+    if ckpt.get('format') == FORMAT:
+        if spec is not None and spec['type'] != ckpt['network']['type']:
+            raise CheckpointError(f'{path}: holds a {ckpt["network"]["type"]} network, {spec_key} asks for '
+                                  f'{spec["type"]}')
+        spec = ckpt['network']
+    elif spec is None:
+        raise CheckpointError(f'{path}: a bare state_dict carries no network spec; give {spec_key} too')
+    net = build_option(build_network, spec, spec_key)
+    load_weights(net, network_weights(ckpt), path)
+    return net, spec, ckpt
 
 
 def rng_state():
@@ -155,14 +197,20 @@ class CheckpointManager:
         return [p for _, p in sorted(found, reverse=True)]
 
     def latest_valid(self, log=None):
-        """The newest checkpoint that loads, falling back past corrupt ones; (path, ckpt) or (None, None)."""
-        candidates = [self.folder / 'latest.pth'] + self.history()
-        for path in candidates:
+        """The newest checkpoint that loads, falling back past corrupt ones; (path, ckpt), or (None, None)
+        when there is none. CheckpointError when there are some but none loads: starting afresh would then
+        overwrite the run's checkpoints and metrics."""
+        unusable = []
+        for path in [self.folder / 'latest.pth'] + self.history():
             if not path.exists():
                 continue
             try:
                 return path, load_checkpoint(path)
             except CheckpointError as e:
+                unusable.append(path.name)
                 if log:
                     log(f'skipping unusable checkpoint: {e}')
+        if unusable:
+            raise CheckpointError(f'{self.folder}: no checkpoint loads ({", ".join(unusable)}); resume from a good '
+                                  'copy, or set train.overwrite=true and train.resume=null to start over')
         return None, None

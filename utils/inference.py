@@ -19,13 +19,20 @@ How a clip goes through the network
   border). Tile outputs are blended with weights that ramp linearly across each overlap, so seams fade.
   A convolutional network's tiled output equals the untiled one away from the seams up to float rounding
   when the overlap exceeds its receptive field; networks with wide context (deformable offsets, attention,
-  ConvLSTMs) differ slightly near the seams: ``tests/test_inference.py`` measures it.
-- Memory budget (``--max-memory GB``). The peak memory of one tile is modelled as ``k * pixels ** e``, fitted
-  to two probe tiles of 32x32 and 64x64 LR pixels run before the clip (CUDA: growth of
-  ``torch.cuda.max_memory_allocated``; CPU: growth of the peak resident set size, Linux only), ``e`` clamped
-  to [1, 2] (2 covers attention over all pixels). The largest tile whose prediction, times 1.25 for safety,
-  fits in the budget minus what is already in use (weights, on CPU also the output frames being blended:
-  frames x 3 x H x W x 4 bytes) is used; the whole frame when it fits.
+  ConvLSTMs) differ near the seams. Measured on real 720p frames (BI x4 LR crop, 64x64 tiles, overlap 16,
+  random weights; ``tests/test_inference.py``): max |tiled - untiled| for tiny MSITF 7.6e-6 at 8 LR pixels
+  or more from any tile edge, 6e-8 at 16 or more, 3.4e-3 (under one 8-bit level) at worst on a seam; for
+  tiny STDAN 5.5e-4, 1.2e-6 and 7e-3. Trained networks, whose deformable offsets reach further, may need
+  a wider overlap.
+- Memory budget (``--max-memory GB``: GPU memory on CUDA, process memory on the CPU). The peak memory of
+  one tile is modelled as ``k * pixels ** e``, fitted to two probe tiles of 32x32 and 64x64 LR pixels run
+  before the clip, ``e`` clamped to [1, 2] (2 covers attention over all pixels). CUDA: growth of
+  ``torch.cuda.max_memory_allocated``; CPU (Linux): growth of the peak resident set size after the C heap's
+  free pages are given back (``malloc_trim``). The tile is the largest whose prediction times a safety
+  factor fits in the budget minus what is in use (weights; on the CPU also the process itself and the
+  output frames being blended, frames x 3 x H x W x 4 bytes), the whole frame when it fits. Safety factor
+  1.25 on CUDA; 2 on the CPU, where allocator slack and oneDNN's per-shape caches made a tiled run grow to
+  about twice the estimate in a long-lived process (the tests').
 - Precision. fp16/bf16 run the network under ``torch.autocast`` on CUDA only; everything under
   ``torch.inference_mode``.
 
@@ -34,6 +41,8 @@ Outputs go to temporary names beside their destination and are renamed into plac
 (16-bit PNG/TIFF in, 16-bit PNG out); MP4 (OpenCV, ``mp4v``) is 8-bit.
 """
 import contextlib
+import ctypes
+import ctypes.util
 import logging
 import math
 import os
@@ -56,15 +65,14 @@ from tqdm import tqdm
 from data.io import DataError, IMAGE_EXTENSIONS, list_images, read_image, to_float, to_integer, write_image
 from data.protocols import make_windows
 from data.video import resolve_video
-from models import build_network
 from models.adapters import predict
-from utils.checkpoint import FORMAT, CheckpointError, load_checkpoint, load_weights, network_weights
+from utils.checkpoint import rebuild_network
 from utils.options import OptionsError, validate
 
 N_INPUTS = 4
 TILE_ALIGN = 16
 PROBE_SIDES = (32, 64)
-MEMORY_SAFETY = 1.25
+MEMORY_SAFETY = {'cuda': 1.25, 'cpu': 2.0}
 DEFAULT_FPS = 25.0
 VIDEO_SUFFIX = '.mp4'
 PRECISIONS = {'fp32': None, 'fp16': torch.float16, 'bf16': torch.bfloat16}
@@ -89,24 +97,9 @@ def load_network(checkpoint=None, network=None):
             raise OptionsError(f'--network {network}: not valid YAML ({getattr(e, "problem", e)})') from None
     if network is not None:
         spec = validate({'name': 'inference', 'network': network}, source='--network')['network']
-    if checkpoint is None:
-        if spec is None:
-            raise OptionsError('give --checkpoint (a trained network) or --network (e.g. "{type: BicubicBlend}")')
-        net = build_network(spec)
-        if any(p.requires_grad for p in net.parameters()):
-            raise OptionsError(f'--network: {spec["type"]} has trainable parameters; give --checkpoint with its '
-                               'weights')
-        return net, None
-    ckpt = load_checkpoint(checkpoint)
-    if ckpt.get('format') == FORMAT:
-        if spec is not None and spec['type'] != ckpt['network']['type']:
-            raise CheckpointError(f'{checkpoint}: holds a {ckpt["network"]["type"]} network, --network asks for '
-                                  f'{spec["type"]}')
-        spec = ckpt['network']
-    elif spec is None:
-        raise CheckpointError(f'{checkpoint}: a bare state_dict carries no network spec; give --network too')
-    net = build_network(spec)
-    load_weights(net, network_weights(ckpt), checkpoint)
+    if checkpoint is None and spec is None:
+        raise OptionsError('give --checkpoint (a trained network) or --network (e.g. "{type: BicubicBlend}")')
+    net, _, ckpt = rebuild_network(checkpoint, spec, '--network', '--checkpoint')
     return net, ckpt
 
 
@@ -380,11 +373,19 @@ def _proc_status(field):
     return int(match.group(1)) * 1024
 
 
+def _release_free_heap():
+    """Give the C heap's free pages back to the OS (glibc ``malloc_trim``), so that the resident set size
+    counts live memory only and a probe's allocations show as growth; a no-op elsewhere."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6').malloc_trim(0)
+
+
 class MemoryMeter:
     """Peak memory of this run: ``torch.cuda.max_memory_allocated`` on CUDA, peak RSS on the CPU.
 
-    ``measure(fn)`` is the growth of the peak during ``fn()`` over the usage when the meter was made
-    (on the CPU this resets Linux's peak-RSS counter, so the meter keeps the highest value seen itself).
+    ``current()`` is the memory in use now; ``measure(fn)`` the growth of the peak during ``fn()`` over it.
+    On the CPU, both first return free heap pages to the OS, and ``measure`` resets Linux's peak-RSS counter
+    (VmHWM), so the meter keeps the highest value seen itself for ``peak()``.
     """
 
     def __init__(self, device):
@@ -393,11 +394,11 @@ class MemoryMeter:
         if self.cuda:
             torch.cuda.reset_peak_memory_stats(self.device)
         self.seen = 0
-        self.base = self.current()
 
     def current(self):
         if self.cuda:
             return torch.cuda.memory_allocated(self.device)
+        _release_free_heap()
         return _proc_status('VmRSS')
 
     def peak(self):
@@ -412,13 +413,14 @@ class MemoryMeter:
         self.peak()
         if self.cuda:
             torch.cuda.reset_peak_memory_stats(self.device)
-        else:
+        before = self.current()
+        if not self.cuda:
             try:
                 Path('/proc/self/clear_refs').write_text('5')  # resets the peak RSS (VmHWM) to the current RSS
             except OSError:
                 raise OptionsError('--max-memory on the CPU needs Linux /proc/self/clear_refs; give --tile') from None
         fn()
-        grown = (torch.cuda.max_memory_allocated(self.device) if self.cuda else _proc_status('VmHWM')) - self.base
+        grown = (torch.cuda.max_memory_allocated(self.device) if self.cuda else _proc_status('VmHWM')) - before
         self.peak()
         return max(grown, 0)
 
@@ -438,7 +440,8 @@ def choose_tile(upscaler, lq_size, budget_gb, meter, out_frames=None):
     pixels = [side * side for side in PROBE_SIDES]
     exponent = min(max(math.log(peaks[1] / peaks[0]) / math.log(pixels[1] / pixels[0]), 1.0), 2.0)
     per_pixel = peaks[1] / pixels[1] ** exponent
-    fits = (max(budget, 0) / (MEMORY_SAFETY * per_pixel)) ** (1 / exponent)
+    safety = MEMORY_SAFETY['cuda' if meter.cuda else 'cpu']
+    fits = (max(budget, 0) / (safety * per_pixel)) ** (1 / exponent)
     log.info('memory estimate: %.0f MB per 64x64 LR tile, ~ pixels^%.2f; %.2f GB free of --max-memory %g GB',
              peaks[1] / 2 ** 20, exponent, budget / 1024 ** 3, budget_gb)
     if fits >= h * w:
@@ -446,7 +449,7 @@ def choose_tile(upscaler, lq_size, budget_gb, meter, out_frames=None):
     side = int(math.sqrt(fits)) // TILE_ALIGN * TILE_ALIGN
     if side < 2 * TILE_ALIGN:
         raise OptionsError(f'--max-memory {budget_gb:g}: too small for this network (a 64x64 LR tile needs '
-                           f'{MEMORY_SAFETY * peaks[1] / 2 ** 20:.0f} MB, {budget / 2 ** 20:.0f} MB are free)')
+                           f'{safety * peaks[1] / 2 ** 20:.0f} MB, {budget / 2 ** 20:.0f} MB are free)')
     th = min(h, side)
     return th, min(w, int(fits / th) // TILE_ALIGN * TILE_ALIGN)
 
