@@ -11,6 +11,7 @@ import argparse
 import inspect
 import math
 import random
+import re
 import shutil
 import sys
 import time
@@ -156,11 +157,6 @@ def _train(opt, dist):
         raise OptionsError(f'data.batch_size: {cfg_data["batch_size"]} is not divisible by the '
                            f'{dist.world_size} processes')
 
-    run_dir = broadcast_object(prepare_run_dir(opt) if dist.is_main else None, dist)
-    log = setup_logging(run_dir / 'train.log', dist.is_main)
-    if dist.is_main:
-        dump_options(opt, run_dir / 'config.yml')
-
     random.seed(opt['seed'] + dist.rank)
     np.random.seed(opt['seed'] + dist.rank)
     torch.manual_seed(opt['seed'])  # same initial weights on every rank
@@ -175,8 +171,16 @@ def _train(opt, dist):
                if cfg_data['val'] is not None and dist.is_main else None)
     criterion = LOSSES.build(cfg_train['loss'])
     check_network_loss(net, cfg_train['network_loss'])
-    optimizer = build_optimizer([p for p in net.parameters() if p.requires_grad], cfg_train['optimizer'])
-    scheduler = build_scheduler(optimizer, cfg_train['scheduler'], cfg_train['warmup_iter'])
+    optimizer = build_option(lambda spec: build_optimizer([p for p in net.parameters() if p.requires_grad], spec),
+                             cfg_train['optimizer'], 'train.optimizer')
+    scheduler = build_option(lambda spec: build_scheduler(optimizer, spec, cfg_train['warmup_iter']),
+                             cfg_train['scheduler'], 'train.scheduler')
+
+    # Only now, with every option proven to build, is anything written.
+    run_dir = broadcast_object(prepare_run_dir(opt) if dist.is_main else None, dist)
+    log = setup_logging(run_dir / 'train.log', dist.is_main)
+    if dist.is_main:
+        dump_options(opt, run_dir / 'config.yml')
 
     ckpts = CheckpointManager(run_dir / 'checkpoints', cfg_train['keep_checkpoints'])
     start_iter, best = 0, {'metric': 'psnr_y', 'value': -math.inf, 'iteration': 0}
@@ -301,6 +305,16 @@ def _train(opt, dist):
     return run_dir
 
 
+def one_line(error):
+    """The message of ``error``; for one raised again by a DataLoader worker, PyTorch puts the worker's
+    traceback in the message: keep its last line, the original message."""
+    text = str(error).strip()
+    if 'Traceback (most recent call last)' in text:
+        text = text.splitlines()[-1]
+        text = text.split(': ', 1)[1] if re.match(r'^[\w.]+(Error|Exception): ', text) else text
+    return text
+
+
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('-opt', '--opt', default=str(DEMO_OPTIONS),
@@ -316,7 +330,7 @@ def main(argv=None):
         opt = load_options(args.opt, args.set)
         train(opt)
     except (OptionsError, DataError, CheckpointError, TrainingError) as e:
-        print(f'error: {e}', file=sys.stderr)
+        print(f'error: {one_line(e)}', file=sys.stderr)
         return 2
     return 0
 

@@ -121,7 +121,7 @@ def imresize(img, scale, antialiasing=True):
     is_uint8 = img.dtype == np.uint8
     out = img.astype(np.float64)
     for axis in _resize_order(*scales):
-        matrix = _resize_matrix(out.shape[axis], scales[axis], antialiasing)
+        matrix = _resize_matrix(out.shape[axis], scales[axis], bool(antialiasing))
         out = np.moveaxis(np.tensordot(matrix, out, axes=(1, axis)), 0, axis)
         if is_uint8:
             out = _to_uint8_like_matlab(out).astype(np.float64)
@@ -144,7 +144,7 @@ def imresize_torch(x, scale, antialiasing=True):
     scales = _scale_pair(scale)
     for axis in _resize_order(*scales):
         dim = x.ndim - 2 + axis
-        matrix = _resize_matrix_torch(x.shape[dim], scales[axis], antialiasing, x.device, x.dtype)
+        matrix = _resize_matrix_torch(x.shape[dim], scales[axis], bool(antialiasing), x.device, x.dtype)
         x = matrix @ x if axis == 0 else x @ matrix.T
     return x
 
@@ -159,8 +159,8 @@ def _gaussian_1d(kernel_size, sigma):
     """The separable factor of ``bd_kernel``: (kernel_size,) float64, sum 1."""
     if not isinstance(kernel_size, numbers.Integral) or kernel_size < 1 or kernel_size % 2 == 0:
         raise ValueError(f'kernel_size must be an odd positive integer, got {kernel_size!r}')
-    if not sigma > 0:
-        raise ValueError(f'sigma must be positive, got {sigma!r}')
+    if not (isinstance(sigma, numbers.Real) and math.isfinite(sigma) and sigma > 0):
+        raise ValueError(f'sigma must be a finite positive number, got {sigma!r}')
     t = np.arange(kernel_size) - kernel_size // 2
     g = np.exp(-t ** 2 / (2.0 * sigma ** 2))
     return g / g.sum()
@@ -177,7 +177,7 @@ def _check_bd_args(h, w, scale, kernel_size, padding, offset):
         raise ValueError(f'offset must be an integer in [0, scale={scale}), got {offset!r}')
     if offset >= min(h, w):
         raise ValueError(f'offset {offset} leaves no pixels of a {h}x{w} image')
-    if padding not in _NUMPY_PAD_MODES:
+    if not isinstance(padding, str) or padding not in _NUMPY_PAD_MODES:
         raise ValueError(f'padding must be one of {sorted(_NUMPY_PAD_MODES)}, got {padding!r}')
     if padding == 'reflect' and min(h, w) <= kernel_size // 2:
         raise ValueError(f'reflect padding by {kernel_size // 2} needs an image larger than that, '
@@ -243,8 +243,8 @@ def pil_bicubic_resize(img, scale):
     if img.dtype != np.uint8 or not (img.ndim == 2 or (img.ndim == 3 and img.shape[2] in (1, 3))):
         raise ValueError(f'expected an (h, w), (h, w, 1) or (h, w, 3) uint8 image, '
                          f'got {img.dtype} of shape {img.shape}')
-    if not (isinstance(scale, numbers.Real) and scale > 0):
-        raise ValueError(f'scale must be a positive number, got {scale!r}')
+    if not (isinstance(scale, numbers.Real) and math.isfinite(scale) and scale > 0):
+        raise ValueError(f'scale must be a finite positive number, got {scale!r}')
     h, w = img.shape[:2]
     size_hw = (int(h * scale), int(w * scale))
     if min(size_hw) < 1:

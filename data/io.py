@@ -8,6 +8,7 @@ the command-line tools map it to exit code 2.
 import os
 import re
 import tempfile
+import zlib
 from pathlib import Path
 
 import cv2
@@ -24,15 +25,18 @@ def read_image(path):
     """Read one frame as RGB ``(H, W, 3)``, ``uint8`` or ``uint16`` as stored.
 
     Grayscale frames are replicated to 3 channels and an alpha channel is dropped, so every loader sees RGB.
-    Corrupt and truncated files raise :class:`DataError` (OpenCV's decoder refuses a PNG whose data stream
-    ends early, so a half-copied file cannot pass as a valid frame).
+    Corrupt and truncated files raise :class:`DataError` (a PNG's chunks are checked before decoding, so a
+    half-copied file cannot pass as a valid frame).
     """
     path = Path(path)
     try:
         buffer = np.fromfile(path, dtype=np.uint8)  # imread cannot open some non-ASCII paths; imdecode can
     except OSError as err:
         raise DataError(f'{path}: cannot read file ({err.strerror})') from None
-    img = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED) if buffer.size else None
+    problem = _png_problem(buffer)
+    if problem:
+        raise DataError(f'{path}: not a readable image ({problem})')
+    img = _decode_quietly(buffer) if buffer.size else None
     if img is None:
         raise DataError(f'{path}: not a readable image (corrupt, truncated or unsupported format)')
     if img.dtype not in (np.uint8, np.uint16):
@@ -48,6 +52,46 @@ def read_image(path):
     else:
         raise DataError(f'{path}: expected 1, 3 or 4 channels, got {img.shape[2]}')
     return img
+
+
+def _decode_quietly(buffer):
+    """``cv2.imdecode`` without OpenCV's own log lines on stderr (the caller raises one DataError instead)."""
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        return cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
+    finally:
+        cv2.utils.logging.setLogLevel(level)
+
+
+_PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+
+
+def _png_problem(buffer):
+    """Why the bytes of a PNG file cannot be a whole image (truncated, or a critical chunk whose CRC is
+    wrong), or None; also None for other formats.
+
+    libpng and OpenCV print their own complaints about such files straight to stderr, beside the one-line
+    DataError, so the chunk structure is checked here before decoding.
+    """
+    data = memoryview(buffer)
+    if bytes(data[:8]) != _PNG_SIGNATURE:
+        return None
+    pos = 8
+    while pos + 12 <= len(data):
+        length = int.from_bytes(data[pos:pos + 4], 'big')
+        end = pos + 12 + length
+        if end > len(data):
+            break
+        kind = bytes(data[pos + 4:pos + 8])
+        # Critical chunks (IHDR, PLTE, IDAT, IEND) have an upper-case first letter; libpng only warns about
+        # ancillary ones.
+        if kind[:1].isupper() and zlib.crc32(data[pos + 4:end - 4]) != int.from_bytes(data[end - 4:end], 'big'):
+            return f'corrupt PNG: CRC mismatch in its {kind.decode("latin-1")} chunk at byte {pos}'
+        if kind == b'IEND':
+            return None
+        pos = end
+    return f'truncated PNG: the file ends after {len(data)} bytes, before its IEND chunk'
 
 
 def max_value(dtype, bit_depth=None):

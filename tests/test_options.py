@@ -186,3 +186,19 @@ def test_readme_documents_every_option():
 
     missing = [k for k in keys(DEFAULTS) if f'| `{k}` |' not in readme]
     assert not missing
+
+
+def test_optimizer_and_scheduler_constructor_errors_name_the_key(tmp_path, capsys):
+    import main
+    base = {'name': 'u', 'experiments_root': str(tmp_path / 'runs'), 'device': 'cpu',
+            'network': {'type': 'MSITF', 'nf': 8, 'groups': 1, 'front_RBs': 1, 'trunk_depths': [2],
+                        'trunk_heads': [2], 'window_size': 4, 'hr_nf': 8},
+            'data': {'train': {'type': 'VideoSeptuplets', 'paths': ['demo:carphone'], 'max_frames': 8}}}
+    cases = [({'optimizer': {'type': 'Adam', 'lr': 1e-4, 'betas': [2.0, 3.0]}}, 'train.optimizer (Adam): '),
+             ({'scheduler': {'type': 'CosineAnnealingRestart', 'periods': [], 'restart_weights': [1.0]}},
+              'train.scheduler (CosineAnnealingRestart): periods')]
+    for train, message in cases:
+        assert main.main(['-opt', str(write(tmp_path, {**base, 'train': train}))]) == 2
+        err = capsys.readouterr().err
+        assert err.count('\n') == 1 and message in err, err
+    assert not (tmp_path / 'runs').exists()  # nothing written for a run that could not start

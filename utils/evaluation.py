@@ -47,7 +47,7 @@ def evaluate(net, dataset, protocol, device, crop_border=0, max_clips=0, n_input
     for i in tqdm(range(n_clips), desc=f'eval {protocol}', disable=not progress, leave=False):
         clip = dataset[i]
         frames = {}
-        for window in make_windows(len(clip['gt']), protocol, n_inputs):
+        for window in make_windows(len(clip['gt']), protocol, n_inputs, clip=clip['name']):
             lq = torch.from_numpy(np.ascontiguousarray(clip['lq'][list(window.inputs)])).permute(0, 3, 1, 2)
             out = predict(net, lq.unsqueeze(0).to(device)).squeeze(0).float().cpu()
             out = out.clamp_(0, 1).permute(0, 2, 3, 1).numpy()

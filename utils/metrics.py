@@ -11,6 +11,9 @@ Images are numpy arrays, (h, w, c) with RGB channel order or (h, w), on the [0, 
   scikit-image's ``structural_similarity(gaussian_weights=True, sigma=1.5,
   use_sample_covariance=False)``, and BasicSR's ``calculate_ssim``.
 """
+import math
+import numbers
+
 import cv2
 import numpy as np
 
@@ -49,10 +52,12 @@ def _prepare_pair(img, img2, crop_border, test_y_channel, max_value):
     img, img2 = np.asarray(img), np.asarray(img2)
     if img.shape != img2.shape:
         raise ValueError(f'images must have the same shape, got {img.shape} and {img2.shape}')
-    if img.ndim not in (2, 3):
-        raise ValueError(f'expected (h, w) or (h, w, c) images, got shape {img.shape}')
-    if not max_value > 0:
-        raise ValueError(f'max_value must be positive, got {max_value}')
+    if img.ndim not in (2, 3) or img.size == 0:
+        raise ValueError(f'expected non-empty (h, w) or (h, w, c) images, got shape {img.shape}')
+    if not (isinstance(max_value, numbers.Real) and math.isfinite(max_value) and max_value > 0):
+        raise ValueError(f'max_value must be a finite positive number, got {max_value!r}')
+    if not isinstance(crop_border, numbers.Integral):
+        raise ValueError(f'crop_border must be an integer, got {crop_border!r}')
     if crop_border < 0 or 2 * crop_border >= min(img.shape[:2]):
         raise ValueError(f'crop_border must be >= 0 and leave pixels of a {img.shape[:2]} image, '
                          f'got {crop_border}')

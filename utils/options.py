@@ -11,7 +11,8 @@ Rules
   constructor they name: unknown names, unknown arguments and arguments of the wrong type are errors.
   A spec given with a ``type`` replaces the default spec whole (its arguments belong to that
   constructor); one given without ``type`` (e.g. ``--set train.optimizer.lr=1e-4``) adjusts the default.
-- ``--set a.b=value`` overrides are parsed as YAML and validated like the file.
+- ``--set a.b=value`` overrides are parsed as YAML and validated like the file. A key given twice in one
+  mapping is an error (PyYAML would silently keep the last).
 - Nothing is changed in place: ``load_options`` returns a new, resolved dict (plain YAML types), which
   the trainer writes to the run folder and into every checkpoint.
 """
@@ -160,7 +161,7 @@ def _validate_spec(value, default, where, kinds):
     if not isinstance(value, dict) or 'type' not in value:
         raise OptionsError(f'{where}: expected a mapping with a "type" key, got {value!r}')
     lookup, known = kinds[default.kind]
-    cls = lookup(value['type'])
+    cls = lookup(value['type']) if isinstance(value['type'], str) else None
     if cls is None:
         raise OptionsError(f'{where}.type: unknown {default.kind} {value["type"]!r}; known: {", ".join(known)}')
     params = inspect.signature(cls).parameters
@@ -192,7 +193,7 @@ def _merge(user, defaults, where, kinds):
     for key, default in defaults.items():
         path = f'{where}.{key}' if where else key
         if isinstance(default, Arguments):
-            value = user.get(key) or {}
+            value = {} if user.get(key) is None else user[key]
             if not isinstance(value, dict):
                 raise OptionsError(f'{path}: expected a mapping, got {_type_name(value)} {value!r}')
             out[key] = copy.deepcopy(value)
@@ -202,7 +203,7 @@ def _merge(user, defaults, where, kinds):
                 value = {**default, **value}  # arguments without a type adjust the default spec
             out[key] = _validate_spec(value, default, path, kinds)
         elif isinstance(default, dict):
-            out[key] = _merge(user.get(key) or {}, default, path, kinds)
+            out[key] = _merge({} if user.get(key) is None else user[key], default, path, kinds)
         elif key in user:
             out[key] = coerce(user[key], default, path)
         elif default is REQUIRED:
@@ -217,13 +218,17 @@ def apply_override(tree, assignment):
     if '=' not in assignment:
         raise OptionsError(f'--set {assignment}: expected key.path=value')
     path, text = assignment.split('=', 1)
+    keys = path.strip().split('.')
+    if not all(keys):
+        raise OptionsError(f'--set {assignment}: expected key.path=value (an empty key in {path!r})')
+    if not isinstance(tree, dict):
+        raise OptionsError(f'--set {assignment}: the options file holds {_type_name(tree)}, not a mapping')
     try:
-        value = yaml.safe_load(text) if text.strip() else None
+        value = yaml.load(text, Loader=UniqueKeyLoader) if text.strip() else None
     except yaml.YAMLError as e:
-        raise OptionsError(f'--set {assignment}: value is not valid YAML ({e.problem})') from None
+        raise OptionsError(f'--set {assignment}: value is not valid YAML{_yaml_problem(e)}') from None
     tree = copy.deepcopy(tree)
     node = tree
-    keys = path.strip().split('.')
     for key in keys[:-1]:
         child = node.get(key)
         if child is None:
@@ -235,16 +240,40 @@ def apply_override(tree, assignment):
     return tree
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.safe_load``, except that a key given twice in one mapping is an error: PyYAML silently keeps
+    the last one, so a second ``train:`` block would drop the first without a word."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.value != '<<':
+                if key_node.value in seen:
+                    raise yaml.constructor.ConstructorError(None, None, f'key {key_node.value!r} is given twice',
+                                                            key_node.start_mark)
+                seen.add(key_node.value)
+        return super().construct_mapping(node, deep)
+
+
+def _yaml_problem(error):
+    """' at line L, column C: why' (or ': why' where PyYAML gives no position), one line."""
+    mark = getattr(error, 'problem_mark', None)
+    at = f' at line {mark.line + 1}, column {mark.column + 1}' if mark else ''
+    return f'{at}: {getattr(error, "problem", None) or str(error).splitlines()[0]}'
+
+
 def read_yaml(path):
     try:
         with open(path, encoding='utf-8') as f:
-            data = yaml.safe_load(f)
+            data = yaml.load(f, Loader=UniqueKeyLoader)
     except FileNotFoundError:
         raise OptionsError(f'{path}: options file not found') from None
+    except UnicodeDecodeError as e:
+        raise OptionsError(f'{path}: not UTF-8 text (byte {e.start}: {e.reason})') from None
+    except OSError as e:
+        raise OptionsError(f'{path}: cannot read the options file ({e.strerror})') from None
     except yaml.YAMLError as e:
-        mark = getattr(e, 'problem_mark', None)
-        at = f' at line {mark.line + 1}, column {mark.column + 1}' if mark else ''
-        raise OptionsError(f'{path}: malformed YAML{at}: {getattr(e, "problem", e)}') from None
+        raise OptionsError(f'{path}: malformed YAML{_yaml_problem(e)}') from None
     return data if data is not None else {}
 
 
@@ -275,7 +304,7 @@ def check_values(opt):
         (opt['data']['batch_size'] >= 1, 'data.batch_size', 'must be >= 1'),
         (opt['data']['num_workers'] >= 0, 'data.num_workers', 'must be >= 0'),
         (train['total_iter'] >= 1, 'train.total_iter', 'must be >= 1'),
-        (train['optimizer'] is None or float(train['optimizer'].get('lr', 1.0)) > 0, 'train.optimizer.lr',
+        (train['optimizer'] is None or _positive(train['optimizer'].get('lr', 1.0)), 'train.optimizer.lr',
          'must be > 0'),
         (train['grad_clip'] >= 0, 'train.grad_clip', 'must be >= 0 (0 disables clipping)'),
         (train['warmup_iter'] >= 0, 'train.warmup_iter', 'must be >= 0'),
@@ -283,16 +312,26 @@ def check_values(opt):
          'must be >= 1'),
         (train['keep_checkpoints'] >= 1, 'train.keep_checkpoints', 'must be >= 1'),
         (train['max_bad_steps'] >= 1, 'train.max_bad_steps', 'must be >= 1'),
-        (opt['device'] in ('auto', 'cpu', 'cuda') or opt['device'].startswith('cuda:'), 'device',
+        (0 <= opt['seed'] < 2 ** 32, 'seed', 'must be in [0, 2**32)'),
+        (opt['num_threads'] >= 0, 'num_threads', 'must be >= 0 (0 keeps PyTorch\'s default)'),
+        (opt['val']['max_clips'] >= 0, 'val.max_clips', 'must be >= 0 (0 scores every clip)'),
+        (re.fullmatch(r'auto|cpu|cuda(:\d+)?', opt['device']) is not None, 'device',
          'must be auto, cpu, cuda or cuda:N'),
-        (re.fullmatch(r'[\w.-]+', opt['name']) is not None, 'name', 'must be a plain folder name (letters, digits, ._-)'),
+        # '.' and '..' match the pattern but would name the experiments folder itself or its parent
+        (isinstance(opt['name'], str) and re.fullmatch(r'[\w.-]+', opt['name']) is not None
+         and opt['name'].strip('.') != '', 'name', 'must be a plain folder name (letters, digits, ._-)'),
     ]
     for protocol_key in ('val', 'test'):
+        rules.append((opt[protocol_key]['crop_border'] >= 0, f'{protocol_key}.crop_border', 'must be >= 0'))
         rules.append((opt[protocol_key]['protocol'] in ('window7', 'zsm_legacy', 'septuplet'),
                       f'{protocol_key}.protocol', 'must be window7, zsm_legacy or septuplet'))
     for ok, key, message in rules:
         if not ok:
             raise OptionsError(f'{key}: {message}')
+
+
+def _positive(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
 
 
 def dump_options(opt, path):
