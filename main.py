@@ -11,7 +11,6 @@ import argparse
 import inspect
 import math
 import random
-import re
 import shutil
 import sys
 import time
@@ -30,6 +29,7 @@ from models import build_network
 from models.adapters import loss_hook, training_losses
 from models.flow import clip_flows, stack_clip_flows
 from models.losses import LOSSES
+from utils import cli
 from utils.checkpoint import FORMAT, CheckpointError, CheckpointManager, load_checkpoint, load_weights, rng_state, \
     set_rng_state
 from utils.dist import barrier, broadcast_object, cleanup, init_distributed, mean_over_ranks, resolve_device
@@ -127,8 +127,9 @@ def prepare_run_dir(opt):
 def check_network_loss(net, options):
     """``train.network_loss`` must name arguments of the network's loss hook (and be empty without one)."""
     hook = loss_hook(net)
-    allowed = [] if hook is None else [n for n in inspect.signature(hook).parameters
-                                       if n not in ('net', 'lq', 'gt', 'extras')]
+    # YAML can set the arguments with a plain default (bool, number, string), not objects such as modules
+    allowed = [] if hook is None else [n for n, p in inspect.signature(hook).parameters.items()
+                                       if isinstance(p.default, (bool, int, float, str))]
     for key in options:
         if key not in allowed:
             raise OptionsError(f'train.network_loss.{key}: not an argument of {type(net).__name__}\'s training '
@@ -305,16 +306,6 @@ def _train(opt, dist):
     return run_dir
 
 
-def one_line(error):
-    """The message of ``error``; for one raised again by a DataLoader worker, PyTorch puts the worker's
-    traceback in the message: keep its last line, the original message."""
-    text = str(error).strip()
-    if 'Traceback (most recent call last)' in text:
-        text = text.splitlines()[-1]
-        text = text.split(': ', 1)[1] if re.match(r'^[\w.]+(Error|Exception): ', text) else text
-    return text
-
-
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('-opt', '--opt', default=str(DEMO_OPTIONS),
@@ -325,13 +316,13 @@ def parse_args(argv):
 
 
 def main(argv=None):
+    """Exit code: 0, or 2 after one line on stderr for bad options, data or checkpoints."""
+    return cli.run(run_training, argv, extra_errors=(TrainingError,))
+
+
+def run_training(argv):
     args = parse_args(argv)
-    try:
-        opt = load_options(args.opt, args.set)
-        train(opt)
-    except (OptionsError, DataError, CheckpointError, TrainingError) as e:
-        print(f'error: {one_line(e)}', file=sys.stderr)
-        return 2
+    train(load_options(args.opt, args.set))
     return 0
 
 

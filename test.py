@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from data import build_dataset
-from data.io import DataError
+from utils import cli
 from utils.checkpoint import FORMAT, CheckpointError, load_checkpoint, rebuild_network
 from utils.evaluation import evaluate, format_table, write_results
 from utils.inference import load_network, open_input, run_inference
@@ -148,22 +148,24 @@ def main(argv=None):
     infer.add_argument('--chunk', type=int, default=65536, metavar='N', help='queries per render() call (TemporalLIIF)')
     infer.add_argument('--overwrite', action='store_true', help='replace existing outputs')
     args = parser.parse_args(argv)
-    try:
-        if args.input is not None:
-            run_inference_cli(args)
-            return 0
-        given = [name for name in INFERENCE_ONLY if getattr(args, name) != parser.get_default(name)]
-        if given:
-            raise OptionsError(f'--{given[0].replace("_", "-")}: an inference option; it needs --input')
-        if args.opt is None and args.checkpoint is not None:
-            opt = options_from_checkpoint(args.checkpoint, args.set)
-        else:
-            overrides = args.set + ([f'test.checkpoint={args.checkpoint}'] if args.checkpoint else [])
-            opt = load_options(args.opt or DEMO_OPTIONS, overrides)
-        run_test(opt)
-    except (OptionsError, DataError, CheckpointError) as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 2
+    return cli.run(dispatch, (args, parser))
+
+
+def dispatch(parsed):
+    """Inference when --input is given, else evaluation; returns the exit code."""
+    args, parser = parsed
+    if args.input is not None:
+        run_inference_cli(args)
+        return 0
+    given = [name for name in INFERENCE_ONLY if getattr(args, name) != parser.get_default(name)]
+    if given:
+        raise OptionsError(f'--{given[0].replace("_", "-")}: an inference option; it needs --input')
+    if args.opt is None and args.checkpoint is not None:
+        opt = options_from_checkpoint(args.checkpoint, args.set)
+    else:
+        overrides = args.set + ([f'test.checkpoint={args.checkpoint}'] if args.checkpoint else [])
+        opt = load_options(args.opt or DEMO_OPTIONS, overrides)
+    run_test(opt)
     return 0
 
 

@@ -24,6 +24,7 @@ from tqdm import tqdm  # noqa: E402
 
 from data.degradations import modcrop  # noqa: E402
 from data.io import IMAGE_EXTENSIONS, DataError, read_image, read_list, write_image  # noqa: E402
+from utils import cli  # noqa: E402
 from data.transforms import MANIFEST_NAME, degrade, manifest, parse_degradation  # noqa: E402
 
 
@@ -103,8 +104,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    try:
-        sys.exit(main())
-    except DataError as err:
-        print(f'error: {err}', file=sys.stderr)
-        sys.exit(2)
+    sys.exit(cli.run(main))

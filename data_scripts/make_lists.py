@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tqdm import tqdm  # noqa: E402
 
 from data.io import IMAGE_EXTENSIONS, DataError, natural_sort, read_list  # noqa: E402
+from utils import cli  # noqa: E402
 
 
 def count_images(folder):
@@ -72,8 +73,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    try:
-        sys.exit(main())
-    except DataError as err:
-        print(f'error: {err}', file=sys.stderr)
-        sys.exit(2)
+    sys.exit(cli.run(main))

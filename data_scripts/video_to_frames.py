@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tqdm import tqdm  # noqa: E402
 
 from data.io import DataError, write_image  # noqa: E402
+from utils import cli  # noqa: E402
 from data.video import decode_video  # noqa: E402
 
 
@@ -54,8 +55,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    try:
-        sys.exit(main())
-    except DataError as err:
-        print(f'error: {err}', file=sys.stderr)
-        sys.exit(2)
+    sys.exit(cli.run(main))

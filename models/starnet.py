@@ -56,6 +56,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from utils.options import OptionsError
+
 from .adapters import register_adapter, register_loss_hook
 from .flow import clip_flows, compute_flow, stack_clip_flows
 from .registry import NETWORKS
@@ -554,6 +556,22 @@ def vgg19_features(weights='IMAGENET1K_V1'):
     return vgg19(weights=weights).features[:36].eval().requires_grad_(False)
 
 
+_PERCEPTUAL = {}
+
+
+def perceptual_network(device):
+    """``vgg19_features()`` on ``device``, built once per process. torchvision downloads the ImageNet
+    weights on first use (then caches them); without a network connection that fails with a clear error."""
+    if device not in _PERCEPTUAL:
+        try:
+            _PERCEPTUAL[device] = vgg19_features().to(device)
+        except Exception as e:  # the download's many failure types (URLError, SSL, HTTP, disk)
+            raise OptionsError(f'train.network_loss.perceptual: the VGG19 ImageNet weights could not be loaded '
+                               f'({type(e).__name__}: {e}); set perceptual: false to train without the '
+                               'feature loss') from None
+    return _PERCEPTUAL[device]
+
+
 def lr_targets(gt_mid, size):
     """LR targets of the middle frames: (..., 3, H, W) in [0, 1] -> (..., 3, h, w) in [0, 1], bicubic with
     antialiasing (Keys a = -0.5 on PIL's support: the official PIL bicubic without its uint8 rounding)."""
@@ -580,8 +598,8 @@ def flow_targets(lq, lq_mid, backend):
 
 
 @register_loss_hook(STARnet)
-def starnet_losses(net, lq, gt, extras, train_obj='STAR', feature_extractor=None, feature_weight=0.1,
-                   flow_weight=0.1):
+def starnet_losses(net, lq, gt, extras, train_obj='STAR', perceptual=False, feature_weight=0.1, flow_weight=0.1,
+                   feature_extractor=None):
     """The official STARnet training loss on a toolbox batch: returns (pred, {name: loss}).
 
     lq (b, n, 3, h, w) and gt (b, 2n-1, 3, s*h, s*w) in [0, 1]; pred is ``predict_starnet``'s clip
@@ -591,13 +609,16 @@ def starnet_losses(net, lq, gt, extras, train_obj='STAR', feature_extractor=None
 
     - 'pixel': sum over outputs of the ``TRAIN_OBJECTIVES[train_obj]`` weight times
       sum over the two stages of ``STAGE_WEIGHTS`` times the L1 mean (main.py ``mse_loss_calc``).
-    - 'feature' (if ``feature_extractor``, e.g. ``vgg19_features()``): ``feature_weight`` times the same
-      weighting of the MSE between features of prediction and target (``feat_loss_calc``).
+    - 'feature' (``perceptual: true``, the official VGG19 ``vgg19_features()``, or a given
+      ``feature_extractor``): ``feature_weight`` times the same weighting of the MSE between features of
+      prediction and target (``feat_loss_calc``).
     - 'flow' (flow-refined network, if ``flow_weight``): ``flow_weight`` times MSE(refined f, target f)
       + MSE(refined b, target b) against ``flow_targets`` (main_refinement_flow.py), or against
       ``extras['flow_targets']`` (b, n-1, 2, 2, h, w) when the batch brings them.
     """
     module = getattr(net, 'module', net)
+    if perceptual and feature_extractor is None:
+        feature_extractor = perceptual_network(lq.device)
     b, n, _, h, w = lq.shape
     outputs = net(*pair_inputs(net, lq, extras), train=True)
     gt_pairs = gt.unfold(1, 3, 2).movedim(-1, 2)  # (b, n-1, 3 frames, 3, H, W): h1, ht, h2

@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 from data.io import DataError, to_float, to_integer, write_image  # noqa: E402
 from data.transforms import degrade_float, modcrop_frames, parse_degradation  # noqa: E402
 from models.baseline import BicubicBlend  # noqa: E402
-from utils.checkpoint import CheckpointError  # noqa: E402
+from utils import cli  # noqa: E402
 from utils.dist import resolve_device  # noqa: E402
 from utils.evaluation import score_frame  # noqa: E402
 from utils.inference import N_INPUTS, Upscaler, load_network, open_input  # noqa: E402
@@ -151,13 +151,13 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.checkpoint is None and args.network is None:
         args.checkpoint = str(ROOT / 'experiments' / 'demo' / 'checkpoints' / 'best.pth')
-    try:
-        if args.zoom < 1 or args.start < 0:
-            raise OptionsError('--zoom must be >= 1 and --start >= 0')
-        make_figure(args)
-    except (OptionsError, DataError, CheckpointError) as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 2
+    return cli.run(checked_figure, args)
+
+
+def checked_figure(args):
+    if args.zoom < 1 or args.start < 0:
+        raise OptionsError('--zoom must be >= 1 and --start >= 0')
+    make_figure(args)
     return 0
 
 

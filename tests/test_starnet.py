@@ -317,3 +317,30 @@ def test_other_scales_build_and_run(scale):
 def test_single_frame_is_rejected():
     with pytest.raises(ValueError, match='at least 2 frames'):
         predict(STARnet(**TINY), torch.rand(1, 1, 3, 8, 8), {'flows': torch.zeros(1, 0, 2, 8, 8, 2)})
+
+
+def test_perceptual_option_builds_the_vgg_once_and_fails_clearly(monkeypatch):
+    import models.starnet as starnet
+    from utils.options import OptionsError
+    built = []
+
+    def fake_vgg():
+        built.append(1)
+        return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU()).requires_grad_(False)
+
+    monkeypatch.setattr(starnet, '_PERCEPTUAL', {})
+    monkeypatch.setattr(starnet, 'vgg19_features', fake_vgg)
+    net = STARnet(**TINY, flow_refinement=False, flow_backend='opencv_dis')
+    lq, gt = torch.rand(1, 2, 3, 16, 16), torch.rand(1, 3, 3, 64, 64)
+    for _ in range(2):
+        _, losses = starnet_losses(net, lq, gt, {}, perceptual=True)
+        assert 'feature' in losses and torch.isfinite(losses['feature'])
+    assert built == [1]
+
+    def offline():
+        raise OSError('no network')
+
+    monkeypatch.setattr(starnet, '_PERCEPTUAL', {})
+    monkeypatch.setattr(starnet, 'vgg19_features', offline)
+    with pytest.raises(OptionsError, match='perceptual: the VGG19 ImageNet weights could not be loaded'):
+        starnet_losses(net, lq, gt, {}, perceptual=True)

@@ -8,6 +8,17 @@ LOGGER_NAME = 'stvsr'
 CSV_FIELDS = ['iter', 'lr', 'loss', 'data_time', 'iter_time', 'psnr_y', 'ssim_y', 'psnr_rgb', 'ssim_rgb']
 
 
+class TqdmHandler(logging.StreamHandler):
+    """Console lines printed through ``tqdm.write``, so that they never land in the middle of a progress bar."""
+
+    def emit(self, record):
+        from tqdm import tqdm
+        try:
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:
+            self.handleError(record)
+
+
 def setup_logging(log_file=None, is_main=True):
     """Configure the 'stvsr' logger once: console (and ``log_file``) on rank 0, warnings only elsewhere."""
     logger = logging.getLogger(LOGGER_NAME)
@@ -15,7 +26,7 @@ def setup_logging(log_file=None, is_main=True):
     logger.propagate = False
     logger.setLevel(logging.INFO if is_main else logging.WARNING)
     fmt = logging.Formatter('%(asctime)s %(levelname)s %(message)s', '%Y-%m-%d %H:%M:%S')
-    console = logging.StreamHandler(sys.stdout)
+    console = TqdmHandler(sys.stdout)
     console.setFormatter(logging.Formatter('%(message)s'))
     logger.addHandler(console)
     if log_file is not None and is_main:
