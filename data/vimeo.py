@@ -34,6 +34,17 @@ from .transforms import check_manifest, check_n_inputs, clip_sample, parse_degra
 logger = logging.getLogger(__name__)
 
 
+def listed_clips(list_path, gt_dir, lq_dir, lq_root, degradation, skip_missing):
+    """The keys of ``list_path`` whose folders exist under ``gt_dir`` (missing ones: DataError, or dropped
+    and logged with ``skip_missing``); checks the LR tree, when there is one, and its manifest."""
+    keys = keep_existing(read_list(list_path), lambda k: (gt_dir / k).is_dir(), list_path, skip_missing, logger)
+    if lq_dir is not None:
+        if not lq_dir.is_dir():
+            raise DataError(f'{lq_dir}: LR folder not found')
+        check_manifest(lq_root, degradation)
+    return keys
+
+
 class SeptupletFolders(Dataset):
     """Training samples from a list of 7-frame clip folders; the layout is given by the arguments.
 
@@ -68,12 +79,7 @@ class SeptupletFolders(Dataset):
         self.options = {'lq_size': lq_size, 'use_flip': use_flip, 'use_rot': use_rot,
                         'use_time_reverse': use_time_reverse, 'bit_depth': bit_depth}
         list_path = self.root / list_file
-        self.keys = keep_existing(read_list(list_path), lambda k: (self.gt_dir / k).is_dir(), list_path,
-                                  skip_missing, logger)
-        if self.lq_dir is not None:
-            if not self.lq_dir.is_dir():
-                raise DataError(f'{self.lq_dir}: LR folder not found')
-            check_manifest(lq_root, self.degradation)
+        self.keys = listed_clips(list_path, self.gt_dir, self.lq_dir, lq_root, self.degradation, skip_missing)
 
     def __len__(self):
         return len(self.keys)
@@ -150,12 +156,7 @@ class Vimeo90KTest(Dataset):
         self.degradation = parse_degradation(degradation)
         self.frame_names = [f'im{i}.png' for i in range(1, 8)]
         list_path = Path(root) / list_file
-        self.keys = keep_existing(read_list(list_path), lambda k: (self.gt_dir / k).is_dir(), list_path,
-                                  skip_missing, logger)
-        if self.lq_dir is not None:
-            if not self.lq_dir.is_dir():
-                raise DataError(f'{self.lq_dir}: LR folder not found')
-            check_manifest(lq_root, self.degradation)
+        self.keys = listed_clips(list_path, self.gt_dir, self.lq_dir, lq_root, self.degradation, skip_missing)
 
     def __len__(self):
         return len(self.keys)
