@@ -27,6 +27,7 @@ from data import build_dataset
 from data.io import DataError
 from models import build_network
 from models.adapters import loss_hook, training_losses
+from models.common import mean_offset_magnitude
 from models.flow import clip_flows, stack_clip_flows
 from models.losses import LOSSES
 from utils import cli
@@ -264,11 +265,18 @@ def _train(opt, dist):
         if dist.is_main and (done % cfg_train['log_every'] == 0 or done == total):
             per_iter = (toc - window_start) / seen
             parts = f' ({", ".join(f"{k} {v.item():.3e}" for k, v in losses.items())})' if len(losses) > 1 else ''
+            offset = mean_offset_magnitude(net)
             log.info(f'iter {done:>7d}/{total} | lr {lr:.3e} | loss {loss_value:.4e}{parts} | '
-                     f'data {data_time / seen:.3f}s | step {iter_time / seen:.3f}s | '
+                     + (f'offset {offset:.2f}px | ' if offset is not None else '')
+                     + f'data {data_time / seen:.3f}s | step {iter_time / seen:.3f}s | '
                      f'eta {format_eta(per_iter * (total - done))}')
+            if offset is not None and offset > cfg_train['offset_warning']:
+                log.warning(f'iter {done}: mean deformable offset {offset:.1f} px exceeds train.offset_warning '
+                            f'({cfg_train["offset_warning"]:g}); training may be diverging (lower the lr or set '
+                            'train.grad_clip)')
             bar.set_postfix(loss=f'{loss_value:.3e}', lr=f'{lr:.2e}')
-            metrics.add(done, lr=lr, loss=loss_value, data_time=data_time / seen, iter_time=iter_time / seen)
+            metrics.add(done, lr=lr, loss=loss_value, data_time=data_time / seen, iter_time=iter_time / seen,
+                        offset=offset)
             window_start, data_time, iter_time, seen = time.time(), 0.0, 0.0, 0
 
         is_best = False

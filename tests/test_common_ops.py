@@ -69,3 +69,23 @@ def test_drop_path_drops_whole_samples_in_training_only():
     per_sample = layer.train()(x).flatten(1)
     assert ((per_sample == 0).all(1) | (per_sample == 2).all(1)).all()
     assert 350 < (per_sample[:, 0] == 0).sum() < 650
+
+
+def test_offset_magnitude_is_recorded_in_training_only():
+    from models.common import mean_offset_magnitude
+    torch.manual_seed(0)
+    net = torch.nn.ModuleList([ModulatedDeformConv2d(4, 4, deformable_groups=2, offset_bound=10.) for _ in range(2)])
+    for layer in net:
+        torch.nn.init.normal_(layer.conv_offset_mask.weight, std=0.3)
+    x = torch.randn(1, 4, 9, 9)
+    assert mean_offset_magnitude(net) is None
+    net.eval()
+    for layer in net:
+        layer(x, x)
+    assert mean_offset_magnitude(net) is None
+    net.train()
+    expected = [layer.offset_and_mask(x)[0].abs().mean() for layer in net]
+    for layer in net:
+        layer(x, x)
+    assert mean_offset_magnitude(net) == pytest.approx(float(torch.stack(expected).mean()))
+    assert mean_offset_magnitude(torch.nn.Linear(2, 2)) is None

@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 LOGGER_NAME = 'stvsr'
-CSV_FIELDS = ['iter', 'lr', 'loss', 'data_time', 'iter_time', 'psnr_y', 'ssim_y', 'psnr_rgb', 'ssim_rgb']
+CSV_FIELDS = ['iter', 'lr', 'loss', 'data_time', 'iter_time', 'offset', 'psnr_y', 'ssim_y', 'psnr_rgb', 'ssim_rgb']
 
 
 class TqdmHandler(logging.StreamHandler):
@@ -68,13 +68,14 @@ class MetricsLog:
             self.tb = SummaryWriter(str(Path(run_dir) / 'tb'), purge_step=start_iter + 1)
 
     def add(self, it, **values):
+        values = {k: v for k, v in values.items() if v is not None}
         row = {'iter': it, **{k: (f'{v:.6g}' if isinstance(v, float) else v) for k, v in values.items()}}
         self.rows.append(row)
         with open(self.path, 'a', newline='') as f:
             csv.DictWriter(f, CSV_FIELDS).writerow(row)
         if self.tb is not None:
             for key, value in values.items():
-                self.tb.add_scalar(key if key in ('lr', 'loss', 'data_time', 'iter_time') else f'val/{key}',
+                self.tb.add_scalar(key if key in ('lr', 'loss', 'data_time', 'iter_time', 'offset') else f'val/{key}',
                                    value, it)
 
     def plot(self):

@@ -65,6 +65,7 @@ DEFAULTS = {
         'loss': Spec('loss', {'type': 'CharbonnierLoss', 'eps': 1e-6, 'reduction': 'sum'}),
         'network_loss': Arguments(),  # arguments of the network's own training loss (STARnet), else unused
         'grad_clip': 0.0,             # max gradient norm; 0 disables clipping
+        'offset_warning': 100.0,      # warn when the mean |deformable offset| (pixels, logged) exceeds this
         'max_bad_steps': 10,          # non-finite loss/gradient: the step is skipped; this many in a row stop the run
         'log_every': 100,             # a log line (and metrics.csv row) every N iterations
         'val_every': 5000,            # validation every N iterations (and at the end)
@@ -312,6 +313,7 @@ def check_values(opt):
          'must be >= 1'),
         (train['keep_checkpoints'] >= 1, 'train.keep_checkpoints', 'must be >= 1'),
         (train['max_bad_steps'] >= 1, 'train.max_bad_steps', 'must be >= 1'),
+        (train['offset_warning'] > 0, 'train.offset_warning', 'must be > 0'),
         (0 <= opt['seed'] < 2 ** 32, 'seed', 'must be in [0, 2**32)'),
         (opt['num_threads'] >= 0, 'num_threads', 'must be >= 0 (0 keeps PyTorch\'s default)'),
         (opt['val']['max_clips'] >= 0, 'val.max_clips', 'must be >= 0 (0 scores every clip)'),
