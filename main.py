@@ -282,7 +282,7 @@ def _train(opt, dist):
         is_best = False
         if val_set is not None and (done % cfg_train['val_every'] == 0 or done == total):
             result = evaluate(net, val_set, opt['val']['protocol'], device, opt['val']['crop_border'],
-                              opt['val']['max_clips'], progress=False)
+                              opt['val']['max_clips'], opt['val']['n_inputs'], progress=False)
             avg = result['average']
             is_best = avg['psnr_y'] > best['value']
             if is_best:

@@ -42,7 +42,7 @@ def options_from_checkpoint(path, overrides):
             'network': ckpt['network'],
             'data': {'test': config['data'].get('test') or config['data']['val']},
             'test': {'protocol': config['val']['protocol'], 'crop_border': config['val']['crop_border'],
-                     'checkpoint': str(path)}}
+                     'n_inputs': config['val'].get('n_inputs', 4), 'checkpoint': str(path)}}
     if tree['data']['test'] is None:
         raise CheckpointError(f'{path}: its run had no validation data; pass -opt with data.test')
     for assignment in overrides:
@@ -68,7 +68,8 @@ def run_test(opt):
     save_dir = out_dir / 'results' / stem if cfg['save_images'] else None
 
     start = time.time()
-    result = evaluate(net, dataset, cfg['protocol'], device, cfg['crop_border'], save_dir=save_dir)
+    result = evaluate(net, dataset, cfg['protocol'], device, cfg['crop_border'], n_inputs=cfg['n_inputs'],
+                      save_dir=save_dir)
     data_spec = opt['data']['test']
     degradation = data_spec.get('degradation') or {}
     degradation_text = (f'{degradation.get("type", "?")} x{degradation.get("scale", "?")}' if degradation

@@ -134,12 +134,14 @@ class Vimeo90KTriplet(SeptupletFolders):
 
 @DATASETS.register()
 class Vimeo90KTest(Dataset):
-    """Vimeo-90K septuplets as test clips (protocol ``septuplet``: im1, im3, im5, im7 in, all 7 scored).
+    """Vimeo-90K septuplets as test clips (protocol ``septuplet``: im1, im3, im5, im7 in, all 7 scored), or
+    triplets (``clip_frames: 3`` with ``n_inputs: 2`` in the test options: im1, im3 in, all 3 scored).
 
     Args:
-        root: the ``vimeo_septuplet`` folder.
+        root: the ``vimeo_septuplet`` (or ``vimeo_triplet``) folder.
         list_file: key list relative to ``root`` (or absolute): ``sep_testlist.txt`` (default) or
-            ``meta_info/{fast,medium,slow}_testset.txt``.
+            ``meta_info/{fast,medium,slow}_testset.txt``; ``tri_testlist.txt`` for triplets.
+        clip_frames: frames per clip, im1..im<clip_frames> (7 septuplets, 3 triplets).
         degradation: ``{type: BI|BD|PIL, scale, sigma}`` (None: BI x4), used on the fly unless ``lq_root`` is given.
         lq_root: precomputed LR tree, ``<lq_root>/sequences/<key>/im1..im7.png`` (one LR per GT frame).
         skip_missing: drop listed clips that are not on disk (logged) instead of raising DataError.
@@ -148,13 +150,16 @@ class Vimeo90KTest(Dataset):
     'max_value': 255, 'frame_names': ['im1.png', .., 'im7.png']}``.
     """
 
-    def __init__(self, root, list_file='sep_testlist.txt', degradation=None, lq_root=None, skip_missing=False):
+    def __init__(self, root, list_file='sep_testlist.txt', degradation=None, lq_root=None, skip_missing=False,
+                 clip_frames=7):
         if not Path(root).is_dir():
             raise DataError(f'{root}: dataset root not found')
+        if clip_frames not in (3, 7):
+            raise ValueError(f'clip_frames must be 7 (septuplets) or 3 (triplets), got {clip_frames!r}')
         self.gt_dir = Path(root) / 'sequences'
         self.lq_dir = Path(lq_root) / 'sequences' if lq_root else None
         self.degradation = parse_degradation(degradation)
-        self.frame_names = [f'im{i}.png' for i in range(1, 8)]
+        self.frame_names = [f'im{i}.png' for i in range(1, clip_frames + 1)]
         list_path = Path(root) / list_file
         self.keys = listed_clips(list_path, self.gt_dir, self.lq_dir, lq_root, self.degradation, skip_missing)
 

@@ -228,3 +228,26 @@ def test_vimeo_triplets_from_a_triplet_tree(tmp_path):
     assert len(data) == 2 and sample['lq'].shape == (2, 3, 64, 112) and sample['gt'].shape == (3, 3, 256, 448)
     gt_middle = read_image(tmp_path / 'sequences' / keys[1] / 'im2.png')
     assert torch.equal(sample['gt'][1], torch.from_numpy(gt_middle).permute(2, 0, 1).float() / 255)
+
+
+def test_vimeo_triplet_test_clips_score_three_frames(tmp_path):
+    """Triplet test clips with n_inputs 2: im1 and im3 in, all three scored (STARnet's eval.py setting)."""
+    from models import build_network
+    from utils.evaluation import evaluate
+    src = require('vimeo_septuplet/sequences/00002')
+    keys = ['00002/0004', '00002/0007']
+    for key in keys:
+        (tmp_path / 'sequences' / key).mkdir(parents=True)
+        for i in (1, 2, 3):
+            shutil.copy(src / key.split('/')[1] / f'im{i}.png', tmp_path / 'sequences' / key / f'im{i}.png')
+    (tmp_path / 'tri_testlist.txt').write_text('\n'.join(keys) + '\n')
+    clips = build_dataset({'type': 'Vimeo90KTest', 'root': str(tmp_path), 'list_file': 'tri_testlist.txt',
+                           'clip_frames': 3, 'degradation': {'type': 'PIL', 'scale': 4}})
+    assert clips[0]['gt'].shape == (3, 256, 448, 3) and clips[0]['frame_names'] == ['im1.png', 'im2.png', 'im3.png']
+    result = evaluate(build_network({'type': 'BicubicBlend'}), clips, 'septuplet', 'cpu', n_inputs=2, progress=False)
+    assert [r['frames'] for r in result['clips']] == [3, 3] and result['frames'] == 6
+    assert result['average']['psnr_y'] == pytest.approx(np.mean([r['psnr_y'] for r in result['clips']]))
+    with pytest.raises(DataError, match='00002/0004: 3 frames, protocol septuplet with 4 inputs needs at least 7'):
+        evaluate(build_network({'type': 'BicubicBlend'}), clips, 'septuplet', 'cpu', n_inputs=4, progress=False)
+    with pytest.raises(ValueError, match='clip_frames'):
+        build_dataset({'type': 'Vimeo90KTest', 'root': str(tmp_path), 'clip_frames': 5})

@@ -101,7 +101,7 @@ def compare_with_baseline(net, dataset, val_opt, device):
     rows = []
     for name, model in ((type(net).__name__, net), ('BicubicBlend', BicubicBlend(scale).to(device))):
         r = evaluate(model, dataset, val_opt['protocol'], device, val_opt['crop_border'], val_opt['max_clips'],
-                     progress=False)['average']
+                     val_opt['n_inputs'], progress=False)['average']
         rows.append({**r, 'method': name})
     title = f'validation ({val_opt["protocol"]}, {len(dataset)} clips): network vs bicubic+blend baseline'
     return format_table(rows, title, first='method')

@@ -81,10 +81,12 @@ DEFAULTS = {
         'crop_border': 0,             # pixels cropped at each border before scoring
         'max_clips': 0,               # score only the first N validation clips; 0 = all
         'compare_baseline': True,     # at the end, print the final network next to BicubicBlend on the same clips
+        'n_inputs': 4,                # LR frames per window (2 for Vimeo triplets: 2 in, 3 out)
     },
     'test': {
         'protocol': 'window7',
         'crop_border': 0,
+        'n_inputs': 4,
         'checkpoint': None,           # checkpoint to evaluate (the network is rebuilt from it)
         'save_images': False,         # write output frames under <run>/results/<clip>/
         'results_dir': None,          # where tables go; default: beside the checkpoint
