@@ -110,7 +110,7 @@ class ModulatedDeformConv2d(nn.Module):
         self.offset_bound = offset_bound
         self.offset_name = offset_name
         self.impl = impl
-        self.offset_magnitude = None  # mean |offset| (pixels) of the last training forward
+        self.last_offset = None  # offsets (pixels) of the last training forward
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size))
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
         stdv = 1.0 / math.sqrt(in_channels * kernel_size * kernel_size)
@@ -131,9 +131,9 @@ class ModulatedDeformConv2d(nn.Module):
     def forward(self, x, feat):
         offset, mask = self.offset_and_mask(feat)
         if self.training:
-            # read by the trainer at its log lines (no sync here): the ZSM/EDVR family's divergence shows as
-            # offsets growing to tens or hundreds of pixels
-            self.offset_magnitude = offset.detach().abs().mean()
+            # kept for the trainer's log lines, which average it (no work here): the ZSM/EDVR family's
+            # divergence shows as offsets growing to tens or hundreds of pixels
+            self.last_offset = offset.detach()
         dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
         args = [t.to(dtype) for t in (x, offset, self.weight)]
         bias = None if self.bias is None else self.bias.to(dtype)
@@ -245,6 +245,6 @@ def tokens_to_map(x, size):
 def mean_offset_magnitude(net):
     """Mean |offset| in pixels over the modulated deformable convs of ``net`` in their last training
     forward, or None when it has none."""
-    values = [m.offset_magnitude for m in net.modules()
-              if isinstance(m, ModulatedDeformConv2d) and m.offset_magnitude is not None]
+    values = [m.last_offset.abs().mean() for m in net.modules()
+              if isinstance(m, ModulatedDeformConv2d) and m.last_offset is not None]
     return float(torch.stack(values).mean()) if values else None
