@@ -84,7 +84,7 @@ def test_offset_magnitude_is_recorded_in_training_only():
         layer(x, x)
     assert mean_offset_magnitude(net) is None
     net.train()
-    expected = [layer.offset_and_mask(x)[0].abs().mean() for layer in net]
+    expected = [layer.offset_and_mask(x)[0].detach().abs().mean() for layer in net]
     for layer in net:
         layer(x, x)
     assert mean_offset_magnitude(net) == pytest.approx(float(torch.stack(expected).mean()))
