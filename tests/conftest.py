@@ -1,3 +1,4 @@
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -25,3 +26,11 @@ def require(path):
 @pytest.fixture
 def shared_data():
     return require('')
+
+
+def load_script(path, name):
+    """A script's module, loaded by path (``import test`` could find the standard library's package)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

