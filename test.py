@@ -11,6 +11,7 @@ With --input, upscale a clip without ground truth instead (x4 in space, x2 in ti
     python test.py --checkpoint best.pth --input big.mp4 --output out.mp4 --max-memory 8 --precision fp16
 """
 import argparse
+import json
 import os
 import re
 import sys
@@ -22,11 +23,12 @@ import torch
 from data import build_dataset
 from utils import cli
 from utils.checkpoint import FORMAT, CheckpointError, load_checkpoint, rebuild_network
-from utils.evaluation import evaluate, format_table, write_results
+from utils.evaluation import METRICS, evaluate, format_table, write_results
 from utils.inference import load_network, open_input, run_inference
 from utils.logger import setup_logging
 from utils.dist import resolve_device
 from utils.options import OptionsError, apply_override, build_option, load_options, validate
+from utils.performance import check_amp, prepare_network
 
 ROOT = Path(__file__).resolve().parent
 DEMO_OPTIONS = ROOT / 'options' / 'test' / 'demo.yml'
@@ -42,7 +44,8 @@ def options_from_checkpoint(path, overrides):
             'network': ckpt['network'],
             'data': {'test': config['data'].get('test') or config['data']['val']},
             'test': {'protocol': config['val']['protocol'], 'crop_border': config['val']['crop_border'],
-                     'n_inputs': config['val'].get('n_inputs', 4), 'checkpoint': str(path)}}
+                     'n_inputs': config['val'].get('n_inputs', 4), 'time_factor': config['val'].get('time_factor', 2),
+                     'checkpoint': str(path)}}
     if tree['data']['test'] is None:
         raise CheckpointError(f'{path}: its run had no validation data; pass -opt with data.test')
     for assignment in overrides:
@@ -58,7 +61,8 @@ def run_test(opt):
     if opt['data']['test'] is None:
         raise OptionsError('data.test: required to test')
     net, spec, _ = rebuild_network(opt['test']['checkpoint'], opt['network'])
-    net.to(device)
+    amp = check_amp(opt['performance']['amp'], device)
+    net = prepare_network(net.to(device), opt['performance'])
     dataset = build_option(build_dataset, opt['data']['test'], 'data.test')
     cfg = opt['test']
     ckpt = cfg['checkpoint']
@@ -67,22 +71,65 @@ def run_test(opt):
     stem = f'{opt["name"]}_{cfg["protocol"]}'
     save_dir = out_dir / 'results' / stem if cfg['save_images'] else None
 
+    if cfg['factors']:
+        return factor_table(opt, net, spec, device, out_dir, amp)
     start = time.time()
     result = evaluate(net, dataset, cfg['protocol'], device, cfg['crop_border'], n_inputs=cfg['n_inputs'],
-                      save_dir=save_dir)
+                      save_dir=save_dir, time_factor=cfg['time_factor'], amp=amp)
     data_spec = opt['data']['test']
     degradation = data_spec.get('degradation') or {}
     degradation_text = (f'{degradation.get("type", "?")} x{degradation.get("scale", "?")}' if degradation
                         else 'LR from lq_root' if data_spec.get('lq_root') else 'dataset default')
+    time_text = f' | time x{cfg["time_factor"]}' if cfg['time_factor'] != 2 else ''
     title = (f'{opt["name"]}: {spec["type"]} on {data_spec["type"]} ({len(dataset)} clips) | protocol '
-             f'{cfg["protocol"]} | {degradation_text} | {result["frames"]} frames scored | crop {cfg["crop_border"]} | '
-             f'{ckpt or "no checkpoint"}')
+             f'{cfg["protocol"]} | {degradation_text}{time_text} | {result["frames"]} frames scored | '
+             f'crop {cfg["crop_border"]} | {ckpt or "no checkpoint"}')
     log.info(format_table(result['clips'] + [result['average']], title))
     header = {'name': opt['name'], 'network': spec, 'checkpoint': ckpt, 'dataset': data_spec,
-              'protocol': cfg['protocol'], 'crop_border': cfg['crop_border']}
+              'protocol': cfg['protocol'], 'crop_border': cfg['crop_border'], 'time_factor': cfg['time_factor']}
     csv_path, _ = write_results(result, out_dir, stem, header)
     log.info(f'{result["frames"]} frames in {time.time() - start:.1f} s; tables written to {csv_path} (and .json)')
     return result
+
+
+def factor_table(opt, net, spec, device, out_dir, amp=None):
+    """``test.factors``: the network and the BicubicBlend baseline at each [space, time] factor pair, one table.
+
+    The space factor replaces ``data.test.degradation.scale`` (LR made on the fly from the GT); the time
+    factor sets the protocol's windows (``data/protocols.py``). Written to <out>/<name>_factors.{csv,json}.
+    """
+    from models.baseline import BicubicBlend
+    log, cfg, data_spec = setup_logging(), opt['test'], opt['data']['test']
+    if data_spec.get('lq_root'):
+        raise OptionsError('test.factors: the LR frames must be made on the fly at each scale; remove data.test.lq_root')
+    degradation = dict(data_spec.get('degradation') or {'type': 'BI'})
+    rows, start = [], time.time()
+    for space, time_factor in cfg['factors']:
+        dataset = build_option(build_dataset, {**data_spec, 'degradation': {**degradation, 'scale': space}},
+                               'data.test')
+        for name, model in ((spec['type'], net), ('BicubicBlend', BicubicBlend(space).to(device))):
+            result = evaluate(model, dataset, cfg['protocol'], device, cfg['crop_border'], n_inputs=cfg['n_inputs'],
+                              time_factor=time_factor, amp=amp)
+            rows.append({**result['average'], 'space': space, 'time': time_factor, 'method': name,
+                         'setting': f'x{space} space, x{time_factor} time: {name}'})
+            log.info(f'x{space} space, x{time_factor} time, {name}: PSNR-Y {result["average"]["psnr_y"]:.4f} '
+                     f'({result["frames"]} frames, {result["seconds"]:.1f} s)')
+    title = (f'{opt["name"]}: {spec["type"]} vs BicubicBlend on {data_spec["type"]} ({len(dataset)} clips) | '
+             f'protocol {cfg["protocol"]} | {degradation.get("type", "BI")} at each space factor | '
+             f'crop {cfg["crop_border"]} | {cfg["checkpoint"] or "no checkpoint"}')
+    log.info(format_table(rows, title, first='setting'))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = out_dir / f'{opt["name"]}_factors'
+    with open(f'{stem}.csv', 'w', encoding='utf-8') as f:
+        f.write('space,time,method,frames,' + ','.join(METRICS) + '\n')
+        for r in rows:
+            f.write(f'{r["space"]},{r["time"]},{r["method"]},{r["frames"]},'
+                    + ','.join(f'{r[m]:.6f}' for m in METRICS) + '\n')
+    with open(f'{stem}.json', 'w', encoding='utf-8') as f:
+        json.dump({'name': opt['name'], 'network': spec, 'checkpoint': cfg['checkpoint'], 'dataset': data_spec,
+                   'protocol': cfg['protocol'], 'crop_border': cfg['crop_border'], 'rows': rows}, f, indent=2)
+    log.info(f'{len(rows)} evaluations in {time.time() - start:.1f} s; table written to {stem}.csv (and .json)')
+    return rows
 
 
 def run_inference_cli(args):

@@ -64,8 +64,9 @@ def _scale_pair(scale):
 
 
 @functools.lru_cache(maxsize=32)
-def _resize_matrix(in_length, scale, antialiasing):
-    """The (out_length, in_length) float64 matrix of MATLAB's 1-D bicubic resize, out = ceil(in * scale).
+def _resize_matrix(in_length, scale, antialiasing, out_length=None):
+    """The (out_length, in_length) float64 matrix of MATLAB's 1-D bicubic resize, out = ceil(in * scale)
+    unless ``out_length`` is given (MATLAB's output-size form, where scale = out_length / in_length).
 
     Follows MATLAB ``imresize``'s ``contributions``: output pixel x (1-based) maps to input coordinate
     u = x / scale + 0.5 (1 - 1 / scale); when shrinking with antialiasing the kernel is stretched by
@@ -74,7 +75,7 @@ def _resize_matrix(in_length, scale, antialiasing):
     signal are mirrored with the edge sample repeated (symmetric padding). MATLAB then drops taps that
     are zero for every output pixel; in a dense matrix they add nothing, so that step is not needed.
     """
-    out_length = math.ceil(in_length * scale)
+    out_length = math.ceil(in_length * scale) if out_length is None else out_length
     if scale < 1 and antialiasing:
         def kernel(t):
             return scale * _cubic(scale * t)
@@ -129,22 +130,32 @@ def imresize(img, scale, antialiasing=True):
 
 
 @functools.lru_cache(maxsize=32)
-def _resize_matrix_torch(in_length, scale, antialiasing, device, dtype):
+def _resize_matrix_torch(in_length, scale, antialiasing, device, dtype, out_length=None):
     """``_resize_matrix`` as a tensor, cached so repeated calls (a training loop) skip the copy."""
-    return torch.from_numpy(np.array(_resize_matrix(in_length, scale, antialiasing))).to(device, dtype)
+    return torch.from_numpy(np.array(_resize_matrix(in_length, scale, antialiasing, out_length))).to(device, dtype)
 
 
-def imresize_torch(x, scale, antialiasing=True):
+def imresize_torch(x, scale=None, antialiasing=True, size=None):
     """``imresize`` on tensors: (..., c, h, w) floating -> (..., c, ceil(h * scale_h), ceil(w * scale_w)).
 
-    Same weights as the numpy version (built in float64, cast to x's dtype; cached per input length,
-    scale, device and dtype). Differentiable; no rounding or clipping.
+    ``size=(H, W)`` instead of ``scale`` is MATLAB's ``imresize(img, [H W], 'bicubic')``: the factors are
+    H / h and W / w and the output is exactly H x W (any factor, e.g. the random scales of any-scale
+    training). Same weights as the numpy version (built in float64, cast to x's dtype; cached per input
+    length, scale, device and dtype). Differentiable; no rounding or clipping.
     """
     _check_tensor(x)
-    scales = _scale_pair(scale)
+    if (scale is None) == (size is None):
+        raise ValueError('imresize_torch: give exactly one of scale and size')
+    if size is not None:
+        if len(size) != 2 or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in size):
+            raise ValueError(f'size must be an (H, W) pair of positive integers, got {size!r}')
+        scales, lengths = (size[0] / x.shape[-2], size[1] / x.shape[-1]), tuple(size)
+    else:
+        scales, lengths = _scale_pair(scale), (None, None)
     for axis in _resize_order(*scales):
         dim = x.ndim - 2 + axis
-        matrix = _resize_matrix_torch(x.shape[dim], scales[axis], bool(antialiasing), x.device, x.dtype)
+        matrix = _resize_matrix_torch(x.shape[dim], scales[axis], bool(antialiasing), x.device, x.dtype,
+                                      lengths[axis])
         x = matrix @ x if axis == 0 else x @ matrix.T
     return x
 

@@ -19,12 +19,22 @@ aligned to the clip end; it overlaps the previous one by more than a frame, its 
 frame and every second frame before it (so they may be the even frames of the clip), and only its frames not
 scored yet are scored. A frame shared by two windows is scored in the first (as the official scripts do).
 A clip shorter than one window raises DataError naming the clip, its length and the minimum.
+
+Other time factors (networks that upsample time by any factor, Temporal-LIIF): with ``time_factor`` T a
+window spans (n_inputs - 1) * T + 1 GT frames, the inputs are every T-th of them, and the network answers
+all of them (instants 0, 1/T, 2/T, .. in input-frame units). T = 4 with 4 inputs: windows of 13 frames,
+inputs 0, 4, 8, 12. The tiling, tail window and scoring rules above are unchanged.
+
+    centre      the official Temporal-LIIF test: all LR frames of the clip in, one output at the centre
+                instant (n - 1) / 2, compared with the clip's single GT frame (Sentinel-2 revisits). Built
+                by ``centre_window``.
 """
 from dataclasses import dataclass
 
 from .io import DataError
 
-PROTOCOLS = ('window7', 'zsm_legacy', 'septuplet')
+WINDOW_PROTOCOLS = ('window7', 'zsm_legacy', 'septuplet')
+PROTOCOLS = WINDOW_PROTOCOLS + ('centre',)
 
 
 @dataclass(frozen=True)
@@ -34,17 +44,29 @@ class Window:
     inputs: tuple
     outputs: tuple
     scored: tuple
+    times: tuple = None  # instants of the outputs in input-frame units; None: 0, 1/2, .., n - 1
 
 
-def make_windows(num_frames, protocol, n_inputs=4, clip='clip'):
+def centre_window(num_inputs, clip='clip'):
+    """Protocol ``centre``: every one of ``num_inputs`` LR frames in, GT frame 0 at instant (n - 1) / 2."""
+    if num_inputs < 1:
+        raise DataError(f'{clip}: no LR frames for protocol centre')
+    return Window(inputs=tuple(range(num_inputs)), outputs=(0,), scored=(0,), times=((num_inputs - 1) / 2,))
+
+
+def make_windows(num_frames, protocol, n_inputs=4, clip='clip', time_factor=2):
     """Windows covering a clip of ``num_frames`` GT frames under ``protocol`` (see module docstring)."""
-    if protocol not in PROTOCOLS:
-        raise ValueError(f'unknown test protocol {protocol!r}; known: {", ".join(PROTOCOLS)}')
+    if protocol not in WINDOW_PROTOCOLS:
+        raise ValueError(f'unknown test protocol {protocol!r} for clip windows; known: '
+                         f'{", ".join(WINDOW_PROTOCOLS)} (centre: centre_window)')
     if isinstance(n_inputs, bool) or not isinstance(n_inputs, int) or n_inputs < 2:
         raise ValueError(f'n_inputs must be an integer >= 2, got {n_inputs!r}')
-    length = 2 * n_inputs - 1
+    if isinstance(time_factor, bool) or not isinstance(time_factor, int) or time_factor < 1:
+        raise ValueError(f'time_factor must be a positive integer, got {time_factor!r}')
+    length = (n_inputs - 1) * time_factor + 1
     if num_frames < length:
-        raise DataError(f'{clip}: {num_frames} frames, protocol {protocol} with {n_inputs} inputs needs at '
+        factor = f' and time factor {time_factor}' if time_factor != 2 else ''
+        raise DataError(f'{clip}: {num_frames} frames, protocol {protocol} with {n_inputs} inputs{factor} needs at '
                         f'least {length}')
     if protocol == 'septuplet':
         if num_frames != length:
@@ -60,5 +82,6 @@ def make_windows(num_frames, protocol, n_inputs=4, clip='clip'):
         outputs = tuple(range(start, start + length))
         scored = tuple(i for i, frame in enumerate(outputs) if frame not in scored_frames)
         scored_frames.update(outputs)
-        windows.append(Window(inputs=outputs[0::2], outputs=outputs, scored=scored))
+        times = None if time_factor == 2 else tuple(i / time_factor for i in range(length))
+        windows.append(Window(inputs=outputs[0::time_factor], outputs=outputs, scored=scored, times=times))
     return windows

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from .degradations import bd_downsample, imresize_torch, pil_bicubic_resize
 from .io import DataError, max_value, to_float
@@ -118,6 +119,26 @@ def _matlab_bicubic(frame, scale):
     x = torch.from_numpy(np.ascontiguousarray(frame.transpose(2, 0, 1))).to(torch.float64)
     for pass_scale in ((1 / scale, 1), (1, 1 / scale)):
         x = imresize_torch(x, pass_scale).add_(0.5).floor_().clamp_(0, white)
+    return x.permute(1, 2, 0).numpy().astype(frame.dtype)
+
+
+def resize_to(frame, size, kind='BI'):
+    """One integer frame ``(H, W, 3)`` -> ``size`` (h, w), same dtype, at any (non-integer) factor.
+
+    ``BI``: MATLAB ``imresize(frame, [h w], 'bicubic')`` rounded to the integer class after each 1-D pass
+    (as :func:`degrade`); ``PIL``: ``Image.resize`` bicubic (8-bit only). The any-scale training samples
+    use it (BD, a blur and an integer subsampling step, has no non-integer form).
+    """
+    if kind == 'PIL':
+        if frame.dtype != np.uint8:
+            raise DataError(f'PIL degradation handles 8-bit frames only, got {frame.dtype}; use BI')
+        return np.asarray(Image.fromarray(frame).resize((size[1], size[0]), Image.Resampling.BICUBIC))
+    if kind != 'BI':
+        raise ValueError(f'resize_to: kind must be BI or PIL, got {kind!r}')
+    white = np.iinfo(frame.dtype).max
+    x = torch.from_numpy(np.ascontiguousarray(frame.transpose(2, 0, 1))).to(torch.float64)
+    for pass_size in ((size[0], x.shape[2]), tuple(size)):  # height first, as MATLAB on square crops
+        x = imresize_torch(x, size=pass_size).add_(0.5).floor_().clamp_(0, white)
     return x.permute(1, 2, 0).numpy().astype(frame.dtype)
 
 

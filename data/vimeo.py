@@ -25,11 +25,14 @@ import logging
 import random
 from pathlib import Path
 
+import numpy as np
 from torch.utils.data import Dataset
 
-from .io import DataError, keep_existing, read_frames, read_list
+from .io import DataError, keep_existing, read_frames, read_list, to_float
+from .queries import pixel_queries
 from .registry import DATASETS
-from .transforms import check_manifest, check_n_inputs, clip_sample, parse_degradation, training_sample
+from .transforms import augment, check_manifest, check_n_inputs, clip_sample, parse_degradation, resize_to, \
+    to_tensor, training_sample
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +115,80 @@ class Vimeo90KSeptuplet(SeptupletFolders):
                  lq_size=32, use_flip=False, use_rot=False, use_time_reverse=False, skip_missing=False):
         super().__init__(root, list_file, 'sequences', 'im{}.png', 1, degradation, lq_root, n_inputs, lq_size,
                          use_flip, use_rot, use_time_reverse, skip_missing, bit_depth=None)
+
+
+@DATASETS.register()
+class Vimeo90KAnyScale(SeptupletFolders):
+    """Vimeo-90K septuplets as any-scale query samples, for continuous networks (Temporal-LIIF, LIIF's recipe
+    with time added). Per sample:
+
+    1. a space factor s ~ U(scale_min, scale_max) and a GT patch of G = round(lq_size * s) pixels square at
+       a random place of all 2N-1 GT frames (a random sub-window of the septuplet when N < 4);
+    2. flips, 90-degree rotations and time reversal as options, the same for every frame;
+    3. the LR inputs: GT frames 0, 2, .., 2N-2 of the patch resized to ``lq_size`` square by the
+       degradation (``BI``: MATLAB bicubic to an exact size, rounded to 8 bits per pass; ``PIL``: PIL bicubic);
+    4. ``sample_q`` queries drawn without replacement among all (frame, pixel) pairs of the 2N-1 GT
+       frames, so the query instants are random among the GT frames (input frames and the ones between),
+       and the pixels a random subset: ``data/queries.py`` gives their (t, y, x), cells (2, 2/G, 2/G) and
+       GT colours.
+
+    Args:
+        root, list_file, n_inputs, use_flip, use_rot, use_time_reverse, skip_missing: as
+            :class:`Vimeo90KSeptuplet`.
+        degradation: ``{type: BI}`` or ``{type: PIL}``; its scale is the random s, so give none. BD (a blur
+            and an integer subsampling) has no form at non-integer factors.
+        lq_size: LR side (fixed, so samples batch); the GT patch side varies with s.
+        scale_min, scale_max: range of s (LIIF and the official Temporal-LIIF: 1 to 4). scale_max * lq_size
+            must fit in the 448x256 frames.
+        sample_q: queries per sample; at most (2N-1) * round(lq_size * scale_min) ** 2, the pixels of the
+            smallest patch (7,168 for 32 and s >= 1).
+
+    Items: ``{'lq': (N, 3, lq_size, lq_size), 'coord': (Q, 3), 'cell': (Q, 3), 'gt': (Q, 3), 'key'}`` float32,
+    colours in [0, 1] (see ``data/queries.py``).
+    """
+
+    def __init__(self, root, list_file='sep_trainlist.txt', degradation=None, n_inputs=4, lq_size=32,
+                 scale_min=1.0, scale_max=4.0, sample_q=4096, use_flip=False, use_rot=False,
+                 use_time_reverse=False, skip_missing=False):
+        degradation = dict(degradation or {'type': 'BI'})
+        if 'scale' in degradation:
+            raise ValueError('degradation.scale: any-scale samples draw the scale from [scale_min, scale_max]; '
+                             'leave it out')
+        kind = str(degradation.pop('type', 'BI')).upper()
+        if kind not in ('BI', 'PIL') or degradation:
+            raise ValueError(f'degradation: any-scale samples support {{type: BI}} and {{type: PIL}}, got '
+                             f'{ {"type": kind, **degradation} }')
+        if not isinstance(lq_size, int) or isinstance(lq_size, bool) or lq_size < 1:
+            raise ValueError(f'lq_size must be a positive integer, got {lq_size!r}')
+        if not 1 <= scale_min <= scale_max:
+            raise ValueError(f'scale range must satisfy 1 <= scale_min <= scale_max, got [{scale_min}, {scale_max}]')
+        smallest = (2 * n_inputs - 1) * round(lq_size * scale_min) ** 2 if isinstance(n_inputs, int) else 0
+        if not isinstance(sample_q, int) or isinstance(sample_q, bool) or not 1 <= sample_q <= smallest:
+            raise ValueError(f'sample_q must be an integer in [1, {smallest}] (the pixels of the smallest GT '
+                             f'patch, {2 * n_inputs - 1} x {round(lq_size * scale_min)}^2), got {sample_q!r}')
+        super().__init__(root, list_file, 'sequences', 'im{}.png', 1, {'type': 'BI', 'scale': 1}, None, n_inputs,
+                         lq_size, use_flip, use_rot, use_time_reverse, skip_missing, bit_depth=None)
+        self.kind, self.lq_size, self.scale_range, self.sample_q = kind, lq_size, (scale_min, scale_max), sample_q
+
+    def __getitem__(self, index):
+        key = self.keys[index]
+        start = random.randint(0, self.clip_frames - self.length)
+        names = self.frame_names[start:start + self.length]
+        gt = read_frames([self.gt_dir / key / n for n in names], what=key)
+        side = round(self.lq_size * random.uniform(*self.scale_range))
+        height, width = gt.shape[1:3]
+        if height < side or width < side:
+            raise DataError(f'{key}: frames of {width}x{height} are smaller than the GT patch of {side} '
+                            f'(lq_size {self.lq_size} x scale); lower scale_max or lq_size')
+        y, x = random.randint(0, height - side), random.randint(0, width - side)
+        (patch,) = augment([gt[:, y:y + side, x:x + side]], self.options['use_flip'], self.options['use_rot'],
+                           self.options['use_time_reverse'])
+        lq = np.stack([resize_to(np.ascontiguousarray(f), (self.lq_size, self.lq_size), self.kind)
+                       for f in patch[0::2]])
+        n_inputs = len(lq)
+        coord, cell, values = pixel_queries(to_tensor(to_float(patch)), [k / 2 for k in range(len(patch))],
+                                            n_inputs, self.sample_q, key=key, rng=np.random)
+        return {'lq': to_tensor(to_float(lq)), 'coord': coord, 'cell': cell, 'gt': values, 'key': key}
 
 
 @DATASETS.register()

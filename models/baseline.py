@@ -14,15 +14,45 @@ class BicubicBlend(nn.Module):
         lq  (b, n, c, h, w) in [0, 1]
         out (b, 2n-1, c, scale*h, scale*w): even positions are the upscaled inputs, odd positions
             the mean of their two neighbours (the frame halfway in time, without motion).
+    With ``time_factor`` T other than 2 (the any-factor tables of Temporal-LIIF) there are (n-1)T+1
+    outputs, output k T + f being (1 - f/T) input k + (f/T) input k+1. ``scale`` may be any factor > 0
+    (sizes ceil(scale * h), as MATLAB's imresize).
+    ``render(lq, times, size)`` answers any instants and any output size the same way (the baseline of
+    the any-factor tables and of protocol ``centre``).
     It has no parameters; the trainer refuses to train it, the tester scores it like any network.
     """
 
-    def __init__(self, scale=4):
+    def __init__(self, scale=4, time_factor=2):
         super().__init__()
-        self.scale = scale
+        if isinstance(time_factor, bool) or not isinstance(time_factor, int) or time_factor < 1:
+            raise ValueError(f'time_factor must be a positive integer, got {time_factor!r}')
+        self.scale, self.time_factor = scale, time_factor
 
     def forward(self, lq):
         up = imresize_torch(lq, self.scale)
+        if self.time_factor != 2:
+            steps = [f / self.time_factor for f in range(self.time_factor)]
+            between = [(1 - a) * up[:, :-1] + a * up[:, 1:] for a in steps]
+            out = torch.stack(between, dim=2).flatten(1, 2)
+            return torch.cat((out, up[:, -1:]), dim=1)
         mid = 0.5 * (up[:, :-1] + up[:, 1:])
         out = torch.stack((up[:, :-1], mid), dim=2).flatten(1, 2)
         return torch.cat((out, up[:, -1:]), dim=1)
+
+    def render(self, lq, times=None, size=None, chunk=None, cell_t=None):
+        """lq (b, n, c, h, w) -> (b, m, c, H, W): instant tau (input-frame units, 0 <= tau <= n-1) is
+        (1 - a) up[k] + a up[k+1] with k = floor(tau) (n-2 at the end), a = tau - k, each input frame
+        MATLAB-bicubic resized to ``size`` (default scale x the LR size). ``chunk`` and ``cell_t`` are
+        accepted for the renderer interface (Temporal-LIIF) and unused."""
+        n, h, w = lq.shape[1], lq.shape[-2], lq.shape[-1]
+        times = [i / 2 for i in range(2 * n - 1)] if times is None else list(times)
+        size = (round(self.scale * h), round(self.scale * w)) if size is None else tuple(size)
+        up = imresize_torch(lq, size=size)
+        frames = []
+        for tau in times:
+            if not 0 <= tau <= n - 1:
+                raise ValueError(f'instant {tau} outside the {n} input frames [0, {n - 1}]')
+            k = min(int(tau), n - 2) if n > 1 else 0
+            a = tau - k
+            frames.append(up[:, k] if a == 0 else (1 - a) * up[:, k] + a * up[:, k + 1])
+        return torch.stack(frames, dim=1)

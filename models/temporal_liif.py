@@ -38,7 +38,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .adapters import register_adapter
+from .adapters import register_adapter, unwrap
 from .registry import NETWORKS
 
 
@@ -242,6 +242,9 @@ def to_video(out, m, size):
 def predict_temporal_liif(net, lq, extras):
     """lq (b, n, 3, h, w) in [0, 1] -> (b, 2n-1, 3, 4h, 4w): instants 0, 0.5, ..., n-1 at 4x the size.
 
+    With ``extras['coord']`` and ``extras['cell']`` (b, Q, 3) (the any-scale training samples of
+    ``data/queries.py``) it answers those queries instead: (b, Q, 3) in [0, 1], the official training call.
+
     ``extras['times']`` (m instants, as a list or a tensor whose first row is used) and ``extras['scale']``
     (a number or a tensor whose first value is used) replace these. With gradients the whole video goes
     through the official forward in one call, so that DistributedDataParallel sees the call (chunks
@@ -249,6 +252,8 @@ def predict_temporal_liif(net, lq, extras):
     Training through the toolbox loop therefore decodes every pixel of all 2n-1 GT frames of the patch,
     where the official training decoded one 128x128 slice at the centre instant.
     """
+    if 'coord' in extras:  # training queries (data/queries.py): (b, Q, 3) colours in [0, 1]
+        return net(normalise(lq), extras['coord'], extras['cell']) * 0.5 + 0.5
     b, n, _, h, w = lq.shape
     times, scale = extras.get('times'), extras.get('scale', 4)
     if torch.is_tensor(times):
@@ -257,6 +262,6 @@ def predict_temporal_liif(net, lq, extras):
     scale = float(scale.reshape(-1)[0]) if torch.is_tensor(scale) else float(scale)
     size = (round(scale * h), round(scale * w))
     if not torch.is_grad_enabled():
-        return getattr(net, 'module', net).render(lq, times, size)
+        return unwrap(net).render(lq, times, size)
     coord, cell = video_queries(n, times, size, device=lq.device)
     return to_video(net(normalise(lq), coord.expand(b, -1, 3), cell.expand(b, -1, 3)), len(times), size)

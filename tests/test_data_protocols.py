@@ -2,7 +2,7 @@
 import pytest
 
 from data.io import DataError, list_images
-from data.protocols import PROTOCOLS, make_windows
+from data.protocols import WINDOW_PROTOCOLS, make_windows
 from tests.conftest import require
 
 VID4 = {'calendar': 41, 'city': 34, 'foliage': 49, 'walk': 47}
@@ -70,7 +70,7 @@ def test_other_n_inputs():
     assert sorted(scored_frames(windows)) == list(range(10))
 
 
-@pytest.mark.parametrize('protocol', PROTOCOLS)
+@pytest.mark.parametrize('protocol', WINDOW_PROTOCOLS)
 def test_too_short_clip_names_clip_count_and_minimum(protocol):
     with pytest.raises(DataError) as err:
         make_windows(5, protocol, clip='walk')

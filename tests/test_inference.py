@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from data.demo import demo_video
 from data.io import DataError, list_images, read_image, to_float, to_integer, write_image
@@ -271,12 +272,13 @@ def test_corrupt_video_is_one_line_exit_2_nothing_written(tmp_path):
 
 
 def test_missing_input_and_bad_options_are_one_line_errors(tmp_path, capsys):
+    fixed = tmp_path / 'msitf.pth'  # a fixed-factor network (BicubicBlend renders any factor)
+    torch.save(tiny('msitf').state_dict(), fixed)
+    msitf = ['--checkpoint', str(fixed), '--network', yaml.safe_dump(CONFIGS['msitf']['tiny'], default_flow_style=True)]
     cases = [
         (['--network', BICUBIC, '--input', str(tmp_path / 'nope.mp4'), '--output', 'o.mp4'], 'input not found'),
-        (['--network', BICUBIC, '--input', 'demo:carphone', '--output', 'o.mp4', '--scale', '3'],
-         'BicubicBlend upscales x4 only'),
-        (['--network', BICUBIC, '--input', 'demo:carphone', '--output', 'o.mp4', '--time', '3'],
-         'makes 2x the frames only'),
+        (msitf + ['--input', 'demo:carphone', '--output', 'o.mp4', '--scale', '3'], 'MSITF upscales x4 only'),
+        (msitf + ['--input', 'demo:carphone', '--output', 'o.mp4', '--time', '3'], 'makes 2x the frames only'),
         (['--network', '{type: MSITF}', '--input', 'demo:carphone', '--output', 'o.mp4'], 'give --checkpoint'),
         (['--network', BICUBIC, '--input', 'demo:carphone'], '--output: required'),
         (['--network', BICUBIC, '--input', 'demo:carphone', '--output', 'o.avi'], 'expected a .mp4 file'),

@@ -3,6 +3,10 @@
 Each clip is cut into windows by ``data.protocols.make_windows``; the network sees the window's LR
 input frames and predicts its 2n-1 HR frames; the frames the protocol marks as scored are rounded
 to the GT's integer range and compared with the GT. Averages run frame -> clip -> dataset.
+
+Networks with ``render(lq, times, size)`` (Temporal-LIIF, and the BicubicBlend baseline) are asked for
+the window's instants at the GT's size, so they are scored at any space scale (the dataset's degradation)
+and any ``time_factor``; fixed networks only at their own scale and time factor 2.
 """
 import json
 import time
@@ -13,9 +17,11 @@ import torch
 from tqdm import tqdm
 
 from data.io import write_image
-from data.protocols import make_windows
-from models.adapters import predict
+from data.protocols import centre_window, make_windows
+from models.adapters import predict, unwrap
 from utils.metrics import calculate_psnr, calculate_ssim
+from utils.options import OptionsError
+from utils.performance import autocast
 
 METRICS = ('psnr_y', 'ssim_y', 'psnr_rgb', 'ssim_rgb')
 
@@ -34,10 +40,29 @@ def score_frame(pred, gt, max_value, crop_border=0):
     }
 
 
+def windows_of(clip, protocol, n_inputs, time_factor):
+    if protocol == 'centre':
+        return [centre_window(len(clip['lq']), clip['name'])]
+    return make_windows(len(clip['gt']), protocol, n_inputs, clip=clip['name'], time_factor=time_factor)
+
+
+def run_window(net, lq, window, size):
+    """The network's outputs for one window: lq (1, n, 3, h, w) -> (m, 3, H, W) float32 on the CPU."""
+    module = unwrap(net)
+    if callable(getattr(module, 'render', None)):
+        times = window.times or [i / 2 for i in range(len(window.outputs))]
+        return module.render(lq, times, size).squeeze(0).float().cpu()
+    if window.times is not None:
+        raise OptionsError(f'{type(module).__name__} makes 2n-1 frames at its own scale; protocol centre and time '
+                           'factors other than 2 need a network with render() (TemporalLIIF, BicubicBlend)')
+    return predict(net, lq).squeeze(0).float().cpu()
+
+
 @torch.no_grad()
 def evaluate(net, dataset, protocol, device, crop_border=0, max_clips=0, n_inputs=4, save_dir=None,
-             progress=True):
-    """Score ``net`` on every clip of ``dataset``.
+             progress=True, time_factor=2, amp=None):
+    """Score ``net`` on every clip of ``dataset`` (``time_factor``: see the module docstring; ``amp``: an
+    autocast dtype, ``performance.amp``).
 
     Returns ``{'clips': [{'clip', 'frames', 'psnr_y', ...}], 'average': {...}, 'frames': total, 'seconds': t}``.
     """
@@ -47,10 +72,14 @@ def evaluate(net, dataset, protocol, device, crop_border=0, max_clips=0, n_input
     for i in tqdm(range(n_clips), desc=f'eval {protocol}', disable=not progress, leave=False):
         clip = dataset[i]
         frames = {}
-        for window in make_windows(len(clip['gt']), protocol, n_inputs, clip=clip['name']):
+        for window in windows_of(clip, protocol, n_inputs, time_factor):
             lq = torch.from_numpy(np.ascontiguousarray(clip['lq'][list(window.inputs)])).permute(0, 3, 1, 2)
-            out = predict(net, lq.unsqueeze(0).to(device)).squeeze(0).float().cpu()
+            with autocast(torch.device(device), amp):
+                out = run_window(net, lq.unsqueeze(0).to(device), window, clip['gt'].shape[1:3])
             out = out.clamp_(0, 1).permute(0, 2, 3, 1).numpy()
+            if len(out) != len(window.outputs):
+                raise ValueError(f'clip {clip["name"]}: the network returned {len(out)} frames for a window of '
+                                 f'{len(window.outputs)}')
             for pos in window.scored:
                 index = window.outputs[pos]
                 gt = clip['gt'][index]
@@ -101,7 +130,7 @@ def compare_with_baseline(net, dataset, val_opt, device):
     rows = []
     for name, model in ((type(net).__name__, net), ('BicubicBlend', BicubicBlend(scale).to(device))):
         r = evaluate(model, dataset, val_opt['protocol'], device, val_opt['crop_border'], val_opt['max_clips'],
-                     val_opt['n_inputs'], progress=False)['average']
+                     val_opt['n_inputs'], progress=False, time_factor=val_opt['time_factor'])['average']
         rows.append({**r, 'method': name})
     title = f'validation ({val_opt["protocol"]}, {len(dataset)} clips): network vs bicubic+blend baseline'
     return format_table(rows, title, first='method')

@@ -65,7 +65,7 @@ from tqdm import tqdm
 from data.io import DataError, IMAGE_EXTENSIONS, list_images, read_image, to_float, to_integer, write_image
 from data.protocols import make_windows
 from data.video import resolve_video
-from models.adapters import predict
+from models.adapters import predict, unwrap
 from utils.checkpoint import rebuild_network
 from utils.options import OptionsError, validate
 
@@ -264,7 +264,8 @@ class Upscaler:
     Fixed networks (``predict(net, lq)``: 2n-1 frames at their own scale) accept only their scale and
     ``time_factor`` 2; networks with ``render(lq, times, size, chunk=)`` accept any. The constructor runs a
     16x16 probe window, which finds a fixed network's scale and shows early that it runs on this device.
-    ``scale``/``time_factor`` None mean the network's own (x4 for a renderer) and 2.
+    ``scale``/``time_factor`` None mean the network's own (its ``scale`` attribute, else x4, for a renderer)
+    and 2.
     """
 
     def __init__(self, net, device, precision='fp32', scale=None, time_factor=None, chunk=65536):
@@ -276,11 +277,11 @@ class Upscaler:
         if precision == 'bf16' and not torch.cuda.is_bf16_supported():
             raise OptionsError('--precision bf16: this GPU does not support bfloat16; use fp16')
         self.net, self.device, self.precision, self.chunk = net.eval().to(device), device, precision, chunk
-        self.module = getattr(net, 'module', net)
+        self.module = unwrap(net)
         self.renders = callable(getattr(self.module, 'render', None))
         name = type(self.module).__name__
         if self.renders:
-            self.scale = 4.0 if scale is None else float(scale)
+            self.scale = float(getattr(self.module, 'scale', 4)) if scale is None else float(scale)
             self.time_factor = Fraction(2 if time_factor is None else time_factor).limit_denominator(1000)
             if not self.scale > 0 or not self.time_factor > 0:
                 raise OptionsError(f'--scale/--time: must be > 0, got {self.scale} and {float(self.time_factor)}')
