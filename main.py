@@ -38,6 +38,7 @@ from utils.evaluation import compare_with_baseline, evaluate
 from utils.logger import MetricsLog, format_eta, setup_logging
 from utils.optim import build_optimizer, build_scheduler
 from utils.options import OptionsError, build_option, dump_options, load_options
+from utils.performance import autocast, check_amp, grad_scaler, maybe_compile, prepare_network
 
 ROOT = Path(__file__).resolve().parent
 DEMO_OPTIONS = ROOT / 'options' / 'train' / 'demo.yml'
@@ -137,6 +138,29 @@ def check_network_loss(net, options):
                                f'loss; allowed: {", ".join(allowed) or "none (the network uses train.loss)"}')
 
 
+def restore(ckpt, path, opt, net, optimizer, scheduler, scaler):
+    """Load a training checkpoint into the network, optimizer, scheduler, fp16 gradient scaler and RNGs;
+    returns (iteration, best)."""
+    if ckpt.get('format') != FORMAT:
+        raise CheckpointError(f'{path}: not a training checkpoint of this toolbox (no optimizer state)')
+    if ckpt['network'] != opt['network']:
+        raise CheckpointError(f'{path}: holds network {ckpt["network"]}, the options ask for {opt["network"]}')
+    load_weights(net, ckpt['weights'], path)
+    optimizer.load_state_dict(ckpt['optimizer'])
+    scheduler.load_state_dict(ckpt['scheduler'])
+    if scaler.is_enabled() and ckpt.get('scaler'):
+        scaler.load_state_dict(ckpt['scaler'])
+    set_rng_state(ckpt['rng'])
+    return ckpt['iteration'], ckpt['best']
+
+
+def lower_lr(optimizer, scheduler, factor):
+    """Scale the schedule (LambdaLR's base learning rates, saved with the scheduler) and the current lr."""
+    scheduler.base_lrs = [lr * factor for lr in scheduler.base_lrs]
+    for group in optimizer.param_groups:
+        group['lr'] *= factor
+
+
 def train(opt):
     dist = init_distributed('cuda' if opt['device'] != 'cpu' and torch.cuda.is_available() else 'cpu')
     try:
@@ -163,7 +187,10 @@ def _train(opt, dist):
     np.random.seed(opt['seed'] + dist.rank)
     torch.manual_seed(opt['seed'])  # same initial weights on every rank
 
-    net = build_option(build_network, opt['network'], 'network').to(device)
+    perf = opt['performance']
+    amp_dtype = check_amp(perf['amp'], device)
+    net = prepare_network(build_option(build_network, opt['network'], 'network').to(device), perf)
+    scaler = grad_scaler(device, amp_dtype)
     n_params = sum(p.numel() for p in net.parameters() if p.requires_grad)
     if n_params == 0:
         raise OptionsError(f'network.type: {opt["network"]["type"]} has no trainable parameters '
@@ -193,20 +220,12 @@ def _train(opt, dist):
         else:
             path, ckpt = resume, load_checkpoint(resume)
         if ckpt is not None:
-            if ckpt.get('format') != FORMAT:
-                raise CheckpointError(f'{path}: not a training checkpoint of this toolbox (no optimizer state)')
-            if ckpt['network'] != opt['network']:
-                raise CheckpointError(f'{path}: holds network {ckpt["network"]}, the options ask for {opt["network"]}')
-            load_weights(net, ckpt['weights'], path)
-            optimizer.load_state_dict(ckpt['optimizer'])
-            scheduler.load_state_dict(ckpt['scheduler'])
-            start_iter, best = ckpt['iteration'], ckpt['best']
-            set_rng_state(ckpt['rng'])
+            start_iter, best = restore(ckpt, path, opt, net, optimizer, scheduler, scaler)
             log.info(f'resumed from {path} at iteration {start_iter}')
         else:
             log.info('resume: auto found no checkpoint; starting from scratch')
 
-    model = DistributedDataParallel(net) if dist.enabled else net
+    model = maybe_compile(DistributedDataParallel(net) if dist.enabled else net, perf)
     per_rank = cfg_data['batch_size'] // dist.world_size
     sampler = ResumableSampler(train_set, dist.world_size, dist.rank, opt['seed'])
     workers = cfg_data['num_workers']
@@ -227,34 +246,60 @@ def _train(opt, dist):
     bar = tqdm(total=total, initial=start_iter, desc='train', dynamic_ncols=True,
                disable=not (dist.is_main and cfg_train['progress_bar']))
     model.train()
-    window_start, data_time, iter_time, seen, bad_steps = time.time(), 0.0, 0.0, 0, 0
+    window_start, data_time, iter_time, seen, bad_steps, rollbacks = time.time(), 0.0, 0.0, 0, 0, 0
     tic = time.time()
-    for it in range(start_iter, total):
+    it = start_iter
+    while it < total:
         batch = next(batches)
         lq, gt = batch['lq'].to(device, non_blocking=True), batch['gt'].to(device, non_blocking=True)
         extras = {k: v.to(device) for k, v in batch.items() if k not in ('lq', 'gt', 'key')}
         t_data = time.time()
         data_time += t_data - tic
 
-        _, losses = training_losses(model, lq, gt, extras, criterion, cfg_train['network_loss'])
-        loss = sum(losses.values())
+        with autocast(device, amp_dtype):
+            _, losses = training_losses(model, lq, gt, extras, criterion, cfg_train['network_loss'])
+            loss = sum(losses.values())
         optimizer.zero_grad(set_to_none=True)
-        (loss * loss_scale).backward()
+        scaler.scale(loss * loss_scale).backward()
+        scaler.unscale_(optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(net.parameters(), cfg_train['grad_clip'] or math.inf)
-        # Gradients are all-reduced, so every rank takes the same decision.
-        if torch.isfinite(grad_norm):
-            optimizer.step()
+        # Gradients are all-reduced, so every rank takes the same decision. With fp16 an overflowing gradient
+        # is the scaler's business (it skips the step and lowers its scale); a non-finite loss is not.
+        finite = torch.isfinite(loss) if scaler.is_enabled() else torch.isfinite(grad_norm)
+        if finite:
+            scaler.step(optimizer)
             bad_steps = 0
-        else:
+        scaler.update()
+        if not finite:
             bad_steps += 1
             log.warning(f'iter {it + 1}: non-finite loss or gradient (loss {loss.item():.4g}); step skipped')
             if bad_steps >= cfg_train['max_bad_steps']:
-                raise TrainingError(f'{bad_steps} non-finite steps in a row at iteration {it + 1}: stopping before '
-                                    f'the weights are harmed; resume from {ckpts.folder} with a lower '
-                                    'train.optimizer.lr or with train.grad_clip set')
+                # Roll back to the newest checkpoint that loads (every saved one came from finite steps), with
+                # the learning rate lowered, instead of going on from weights that produce non-finite values.
+                path, ckpt = (ckpts.latest_valid(log.warning) if rollbacks < cfg_train['max_rollbacks']
+                              else (None, None))
+                if ckpt is None:
+                    why = (f'{rollbacks} rollback(s) did not help' if rollbacks else
+                           'no checkpoint to roll back to' if cfg_train['max_rollbacks'] else 'rollback is off')
+                    raise TrainingError(f'{bad_steps} non-finite steps in a row at iteration {it + 1} ({why}): '
+                                        f'stopping before the weights are harmed; resume from {ckpts.folder} with '
+                                        'a lower train.optimizer.lr or with train.grad_clip set')
+                rollbacks, bad_steps = rollbacks + 1, 0
+                it, best = restore(ckpt, path, opt, net, optimizer, scheduler, scaler)
+                lower_lr(optimizer, scheduler, cfg_train['rollback_lr_factor'])
+                log.warning(f'rolled back to {path} (iteration {it}) with the learning rate x'
+                            f'{cfg_train["rollback_lr_factor"]:g}, now {optimizer.param_groups[0]["lr"]:.3e} '
+                            f'(rollback {rollbacks} of at most {cfg_train["max_rollbacks"]})')
+                batches.close()
+                batches = train_batches(loader, sampler, it)
+                bar.reset(total=total)
+                bar.update(it)
+                window_start, data_time, iter_time, seen, tic = time.time(), 0.0, 0.0, 0, time.time()
+                continue
         scheduler.step()
+        it += 1
 
-        done = it + 1
+        done = it
         toc = time.time()
         iter_time += toc - t_data
         seen += 1
@@ -282,7 +327,8 @@ def _train(opt, dist):
         is_best = False
         if val_set is not None and (done % cfg_train['val_every'] == 0 or done == total):
             result = evaluate(net, val_set, opt['val']['protocol'], device, opt['val']['crop_border'],
-                              opt['val']['max_clips'], opt['val']['n_inputs'], progress=False)
+                              opt['val']['max_clips'], opt['val']['n_inputs'], progress=False,
+                              time_factor=opt['val']['time_factor'], amp=amp_dtype)
             avg = result['average']
             is_best = avg['psnr_y'] > best['value']
             if is_best:
@@ -299,7 +345,8 @@ def _train(opt, dist):
             if dist.is_main:
                 state = {'format': FORMAT, 'network': opt['network'], 'weights': net.state_dict(),
                          'optimizer': optimizer.state_dict(), 'scheduler': scheduler.state_dict(),
-                         'iteration': done, 'rng': rng_state(), 'best': best, 'config': opt}
+                         'iteration': done, 'rng': rng_state(), 'best': best, 'config': opt,
+                         'scaler': scaler.state_dict() if scaler.is_enabled() else None}
                 path = ckpts.save(state, done, is_best)
                 log.info(f'saved {path}')
             barrier(dist)

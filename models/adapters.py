@@ -10,6 +10,8 @@ with ``lq`` (b, n, 3, h, w) in [0, 1] and ``extras`` the other tensors of a trai
 signature need no adapter.
 """
 
+import torch.nn as nn
+
 ADAPTERS = {}
 LOSS_HOOKS = {}
 
@@ -21,8 +23,17 @@ def register_adapter(cls):
     return decorator
 
 
+def unwrap(net):
+    """The network inside torch.compile (``_orig_mod``) and DistributedDataParallel (``module``) wrappers."""
+    while True:
+        inner = getattr(net, '_orig_mod', None) or getattr(net, 'module', None)
+        if not isinstance(inner, nn.Module):
+            return net
+        net = inner
+
+
 def predict(net, lq, extras=None):
-    module = getattr(net, 'module', net)  # DistributedDataParallel wraps the network
+    module = unwrap(net)
     fn = ADAPTERS.get(type(module))
     if fn is None:
         return net(lq)
@@ -43,7 +54,7 @@ def register_loss_hook(cls):
 
 
 def loss_hook(net):
-    return LOSS_HOOKS.get(type(getattr(net, 'module', net)))
+    return LOSS_HOOKS.get(type(unwrap(net)))
 
 
 def training_losses(net, lq, gt, extras, criterion, options=None):

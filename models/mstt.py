@@ -49,7 +49,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .adapters import register_adapter
+from .adapters import register_adapter, unwrap
 from .common import ModulatedDeformConv2d, ResidualBlockNoBN, make_layer, pad_to_multiple
 from .flow import clip_flows, flow_warp, stack_clip_flows
 from .registry import NETWORKS
@@ -271,7 +271,7 @@ def predict_mstt(net, lq, extras):
     (dim 2 = forward, backward; last dim = (u, v)). Otherwise they are computed here on the CPU, per
     clip, with the network's ``flow_backend`` (about 1-2 ms per pair at 160x160 with OpenCV DIS).
     """
-    module = getattr(net, 'module', net)
+    module = unwrap(net)
     flows = extras.get('flows')
     if flows is None:
         clips = lq.detach().permute(0, 1, 3, 4, 2).float().cpu().numpy()

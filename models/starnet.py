@@ -58,7 +58,7 @@ import torch.nn.functional as F
 
 from utils.options import OptionsError
 
-from .adapters import register_adapter, register_loss_hook
+from .adapters import register_adapter, register_loss_hook, unwrap
 from .flow import clip_flows, compute_flow, stack_clip_flows
 from .registry import NETWORKS
 
@@ -497,7 +497,7 @@ def clip_flow_tensor(net, lq, extras):
     """
     flows = extras.get('flows')
     if flows is None:
-        backend = getattr(net, 'module', net).flow_backend
+        backend = unwrap(net).flow_backend
         clips = lq.detach().permute(0, 1, 3, 4, 2).float().cpu().numpy()
         flows = torch.from_numpy(np.stack([stack_clip_flows(*clip_flows(list(clip), backend)) for clip in clips]))
     return flows.to(device=lq.device, dtype=lq.dtype)
@@ -616,7 +616,7 @@ def starnet_losses(net, lq, gt, extras, train_obj='STAR', perceptual=False, feat
       + MSE(refined b, target b) against ``flow_targets`` (main_refinement_flow.py), or against
       ``extras['flow_targets']`` (b, n-1, 2, 2, h, w) when the batch brings them.
     """
-    module = getattr(net, 'module', net)
+    module = unwrap(net)
     if perceptual and feature_extractor is None:
         feature_extractor = perceptual_network(lq.device)
     b, n, _, h, w = lq.shape

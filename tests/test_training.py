@@ -134,14 +134,16 @@ def test_torchrun_two_processes_match_one(tmp_path):
 
 
 def test_non_finite_steps_are_skipped_then_stop_the_run(tmp_path):
-    # An absurd learning rate: the first step blows the weights up, the next gradients are inf/NaN.
-    path = options(tmp_path, 'nan', total_iter=8, save_every=1, val_every=100, max_bad_steps=2,
+    # An absurd learning rate: the first step blows the weights up, the next gradients are inf/NaN; rolling
+    # back to the blown-up checkpoint with half the rate does not help, and after one rollback the run stops.
+    path = options(tmp_path, 'nan', total_iter=8, save_every=1, val_every=100, max_bad_steps=2, max_rollbacks=1,
                    optimizer={'type': 'SGD', 'lr': 1e30}, scheduler={'type': 'ConstantLR'})
     proc = run(['main.py', '-opt', str(path)])
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr.count('\n') == 1 and '2 non-finite steps in a row' in proc.stderr
+    assert '1 rollback(s) did not help' in proc.stderr
     log = (tmp_path / 'experiments' / 'nan' / 'train.log').read_text()
-    assert log.count('step skipped') == 2
+    assert log.count('step skipped') == 4 and log.count('rolled back to') == 1
     saved = sorted((tmp_path / 'experiments' / 'nan' / 'checkpoints').glob('iter_*.pth'))
     assert saved
     for ckpt in saved:
@@ -162,3 +164,46 @@ def test_seeded_samples_are_reproducible_and_carry_flows():
     frames = list(a['lq'].permute(0, 2, 3, 1).numpy())
     assert torch.equal(a['flows'], torch.from_numpy(stack_clip_flows(*clip_flows(frames, 'opencv_dis'))))
     assert 'flows' not in SeededSamples(dataset)[(3, 11)]
+
+
+# Test-only fault injection: the loss of chosen training calls (1-based, counted over the whole process) is
+# NaN, as a bad batch or an overflow would make it.
+NAN_RUNNER = """
+import sys
+import main
+from models import adapters
+calls, bad = [0], {int(c) for c in sys.argv[1].split(',')}
+real = main.training_losses
+def losses(*args, **kwargs):
+    calls[0] += 1
+    pred, out = real(*args, **kwargs)
+    return pred, ({k: v * float('nan') for k, v in out.items()} if calls[0] in bad else out)
+main.training_losses = losses
+sys.exit(main.main(sys.argv[2:]))
+"""
+
+
+def test_repeated_non_finite_steps_roll_back_with_a_lower_lr(tmp_path):
+    """Calls 5 and 6 give NaN losses: both steps are skipped, the run rolls back to its iteration-4
+    checkpoint with the learning rate halved (schedule included), and then trains to the end (a checkpoint
+    saved after one skipped step would be as good: skipped steps leave the weights alone)."""
+    path = options(tmp_path, 'rollback', total_iter=8, save_every=2, val_every=100, max_bad_steps=2, keep_checkpoints=4,
+                   rollback_lr_factor=0.5, optimizer={'type': 'Adam', 'lr': 1e-3}, scheduler={'type': 'ConstantLR'})
+    proc = run(['-c', NAN_RUNNER, '5,6', '-opt', str(path)])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = (tmp_path / 'experiments' / 'rollback' / 'train.log').read_text()
+    assert log.count('step skipped') == 2
+    assert 'iter 5: non-finite' in log and 'iter 6: non-finite' in log
+    assert 'rolled back to' in log and '(iteration 4) with the learning rate x0.5, now 5.000e-04' in log
+    final = weights(tmp_path / 'experiments' / 'rollback' / 'checkpoints' / 'latest.pth')
+    assert final['iteration'] == 8
+    assert final['scheduler']['base_lrs'] == [5e-4] and final['optimizer']['param_groups'][0]['lr'] == 5e-4
+    assert all(torch.isfinite(v).all() for v in final['weights'].values() if v.is_floating_point())
+    # Iterations 5..8 after the rollback were real steps: the weights moved from the iteration-4 checkpoint.
+    at4 = weights(tmp_path / 'experiments' / 'rollback' / 'checkpoints' / 'iter_4.pth')['weights']
+    assert any(not torch.equal(at4[k], v) for k, v in final['weights'].items())
+    with open(tmp_path / 'experiments' / 'rollback' / 'metrics.csv') as f:
+        rows = [(r['iter'], r['lr'], r['loss']) for r in csv.DictReader(f) if r['lr']]
+    # the NaN iteration-5 row stays in the history; after it iterations 5..8 again, at the lowered rate
+    assert [r[:2] for r in rows[-5:]] == [('5', '0.001'), ('5', '0.0005'), ('6', '0.0005'), ('7', '0.0005'),
+                                         ('8', '0.0005')] and rows[-5][2] == 'nan'

@@ -66,7 +66,9 @@ DEFAULTS = {
         'network_loss': Arguments(),  # arguments of the network's own training loss (STARnet), else unused
         'grad_clip': 0.0,             # max gradient norm; 0 disables clipping
         'offset_warning': 100.0,      # warn when the mean |deformable offset| (pixels, logged) exceeds this
-        'max_bad_steps': 10,          # non-finite loss/gradient: the step is skipped; this many in a row stop the run
+        'max_bad_steps': 10,          # non-finite loss/gradient: the step is skipped; this many in a row roll back
+        'max_rollbacks': 3,           # ... to the newest good checkpoint, at most this many times (0: stop instead)
+        'rollback_lr_factor': 0.5,    # each rollback multiplies the learning rate (and its schedule) by this
         'log_every': 100,             # a log line (and metrics.csv row) every N iterations
         'val_every': 5000,            # validation every N iterations (and at the end)
         'save_every': 5000,           # checkpoint every N iterations (and at the end)
@@ -76,17 +78,26 @@ DEFAULTS = {
         'tensorboard': False,         # also write TensorBoard events to <run>/tb/
         'progress_bar': True,         # tqdm bar on rank 0
     },
+    'performance': {                  # used by main.py (training and validation) and test.py (evaluation)
+        'amp': 'off',                 # off | bf16 | fp16: autocast (fp16: CUDA only, with a gradient scaler)
+        'channels_last': False,       # NHWC memory format for the network's 4-D weights and the inputs it gets
+        'compile': 'off',             # off | default | reduce-overhead | max-autotune: torch.compile mode (training)
+        'cudnn_benchmark': False,     # torch.backends.cudnn.benchmark (fixed input sizes: faster convolutions)
+    },
     'val': {
-        'protocol': 'window7',        # window7 | zsm_legacy | septuplet (see data/protocols.py)
+        'protocol': 'window7',        # window7 | zsm_legacy | septuplet | centre (see data/protocols.py)
         'crop_border': 0,             # pixels cropped at each border before scoring
         'max_clips': 0,               # score only the first N validation clips; 0 = all
         'compare_baseline': True,     # at the end, print the final network next to BicubicBlend on the same clips
         'n_inputs': 4,                # LR frames per window (2 for Vimeo triplets: 2 in, 3 out)
+        'time_factor': 2,             # output frames per input interval; other than 2 needs render() (TemporalLIIF)
     },
     'test': {
         'protocol': 'window7',
         'crop_border': 0,
         'n_inputs': 4,
+        'time_factor': 2,
+        'factors': [],                # [[space, time], ..]: one table at each factor pair, network and baseline
         'checkpoint': None,           # checkpoint to evaluate (the network is rebuilt from it)
         'save_images': False,         # write output frames under <run>/results/<clip>/
         'results_dir': None,          # where tables go; default: beside the checkpoint
@@ -315,8 +326,15 @@ def check_values(opt):
          'must be >= 1'),
         (train['keep_checkpoints'] >= 1, 'train.keep_checkpoints', 'must be >= 1'),
         (train['max_bad_steps'] >= 1, 'train.max_bad_steps', 'must be >= 1'),
+        (train['max_rollbacks'] >= 0, 'train.max_rollbacks', 'must be >= 0 (0 stops instead of rolling back)'),
+        (0 < train['rollback_lr_factor'] <= 1, 'train.rollback_lr_factor', 'must be in (0, 1]'),
+        (all(isinstance(f, list) and len(f) == 2 and all(_positive_int(v) for v in f) for f in opt['test']['factors']),
+         'test.factors', 'must be a list of [space, time] pairs of positive integers, e.g. [[2, 2], [4, 4]]'),
         (train['offset_warning'] > 0, 'train.offset_warning', 'must be > 0'),
         (0 <= opt['seed'] < 2 ** 32, 'seed', 'must be in [0, 2**32)'),
+        (opt['performance']['amp'] in ('off', 'bf16', 'fp16'), 'performance.amp', 'must be off, bf16 or fp16'),
+        (opt['performance']['compile'] in ('off', 'default', 'reduce-overhead', 'max-autotune'),
+         'performance.compile', 'must be off, default, reduce-overhead or max-autotune'),
         (opt['num_threads'] >= 0, 'num_threads', 'must be >= 0 (0 keeps PyTorch\'s default)'),
         (opt['val']['max_clips'] >= 0, 'val.max_clips', 'must be >= 0 (0 scores every clip)'),
         (re.fullmatch(r'auto|cpu|cuda(:\d+)?', opt['device']) is not None, 'device',
@@ -327,11 +345,16 @@ def check_values(opt):
     ]
     for protocol_key in ('val', 'test'):
         rules.append((opt[protocol_key]['crop_border'] >= 0, f'{protocol_key}.crop_border', 'must be >= 0'))
-        rules.append((opt[protocol_key]['protocol'] in ('window7', 'zsm_legacy', 'septuplet'),
-                      f'{protocol_key}.protocol', 'must be window7, zsm_legacy or septuplet'))
+        rules.append((opt[protocol_key]['protocol'] in ('window7', 'zsm_legacy', 'septuplet', 'centre'),
+                      f'{protocol_key}.protocol', 'must be window7, zsm_legacy, septuplet or centre'))
+        rules.append((opt[protocol_key]['time_factor'] >= 1, f'{protocol_key}.time_factor', 'must be >= 1'))
     for ok, key, message in rules:
         if not ok:
             raise OptionsError(f'{key}: {message}')
+
+
+def _positive_int(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def _positive(value):
