@@ -212,6 +212,9 @@ def _train(opt, dist):
         dump_options(opt, run_dir / 'config.yml')
 
     ckpts = CheckpointManager(run_dir / 'checkpoints', cfg_train['keep_checkpoints'])
+    if dist.is_main:
+        for name in ckpts.remove_partial_files():
+            log.warning(f'removed {name}, a checkpoint write that an earlier process did not finish')
     start_iter, best = 0, {'metric': 'psnr_y', 'value': -math.inf, 'iteration': 0}
     resume = cfg_train['resume']
     if resume is not None:
@@ -229,9 +232,12 @@ def _train(opt, dist):
     per_rank = cfg_data['batch_size'] // dist.world_size
     sampler = ResumableSampler(train_set, dist.world_size, dist.rank, opt['seed'])
     workers = cfg_data['num_workers']
-    loader = DataLoader(SeededSamples(train_set, getattr(net, 'flow_backend', None)), batch_size=per_rank, sampler=sampler, num_workers=workers,
-                        pin_memory=cfg_data['pin_memory'] and device.type == 'cuda', drop_last=True,
-                        persistent_workers=workers > 0)
+    # The loader draws its workers' base seed from its own generator: from the global one, that draw would
+    # happen at a different point of a resumed run and shift every later random number (stochastic depth).
+    loader = DataLoader(SeededSamples(train_set, getattr(net, 'flow_backend', None)), batch_size=per_rank,
+                        sampler=sampler, num_workers=workers, pin_memory=cfg_data['pin_memory'] and device.type == 'cuda',
+                        drop_last=True, persistent_workers=workers > 0,
+                        generator=torch.Generator().manual_seed(opt['seed']))
     batches = train_batches(loader, sampler, start_iter)
     # DDP averages gradients over ranks; a summed loss must be scaled back up to equal one process's sum.
     hook = loss_hook(net)
@@ -341,14 +347,16 @@ def _train(opt, dist):
             metrics.plot()
             model.train()
 
-        if done % cfg_train['save_every'] == 0 or done == total:
-            if dist.is_main:
-                state = {'format': FORMAT, 'network': opt['network'], 'weights': net.state_dict(),
-                         'optimizer': optimizer.state_dict(), 'scheduler': scheduler.state_dict(),
-                         'iteration': done, 'rng': rng_state(), 'best': best, 'config': opt,
-                         'scaler': scaler.state_dict() if scaler.is_enabled() else None}
-                path = ckpts.save(state, done, is_best)
-                log.info(f'saved {path}')
+        # Only rank 0 validates; the best weights are kept even when their validation is not a save point.
+        regular = done % cfg_train['save_every'] == 0 or done == total
+        if dist.is_main and (regular or is_best):
+            state = {'format': FORMAT, 'network': opt['network'], 'weights': net.state_dict(),
+                     'optimizer': optimizer.state_dict(), 'scheduler': scheduler.state_dict(),
+                     'iteration': done, 'rng': rng_state(), 'best': best, 'config': opt,
+                     'scaler': scaler.state_dict() if scaler.is_enabled() else None}
+            path = ckpts.save(state, done, is_best) if regular else ckpts.save_best(state)
+            log.info(f'saved {path}')
+        if regular:
             barrier(dist)
         tic = time.time()
     bar.close()

@@ -3,6 +3,7 @@
     python benchmarks/bench_networks.py                                # every network, official configs, CPU
     python benchmarks/bench_networks.py --networks MSITF STDAN --device cuda
     python benchmarks/bench_networks.py --config tiny --repeat 1       # the tests/networks/*.yml tiny configs
+    python benchmarks/bench_networks.py --device cuda --amp bf16 --channels-last --compile default
 
 For each network (default: every one in ``models.NETWORKS``, official configuration = constructor defaults):
 
@@ -31,6 +32,11 @@ For each network (default: every one in ``models.NETWORKS``, official configurat
   default 32, MSTT 80: the official patches) and batch (``--train-batch``, default 1 on CPU, the
   official batch on CUDA); flows precomputed as a data loader would. Median of ``--repeat`` steps after
   ``--warmup`` (at least one: the first step allocates Adam's state and measures the training peak memory).
+- ``--amp``, ``--channels-last``, ``--compile``: the ``performance`` options of training and testing
+  (``utils/performance.py``) applied to both measurements; compilation happens in the warm-up calls, so
+  with ``--compile`` give ``--warmup 2`` or more (the first compiled call is not representative).
+- Temporal-LIIF trains on queries (``Vimeo90KAnyScale``): its training step answers 4,096 random queries
+  per sample among the 7 GT frames of the patch (the recipe's ``sample_q``), not whole frames.
 - official CPU fwd s: the forward timings of the official code from ../shared/specs/official_implementations.md
   section 0, copied here as constants (not re-measured; best of 2-3 runs, torch CPU, 2 threads, AMD EPYC).
 
@@ -65,6 +71,8 @@ from models import NETWORKS, build_network  # noqa: E402
 from models.adapters import predict  # noqa: E402
 from models.flow import clip_flows, stack_clip_flows  # noqa: E402
 from models.losses import CharbonnierLoss  # noqa: E402
+from data.queries import pixel_queries  # noqa: E402
+from utils.performance import AMP_DTYPES, autocast, grad_scaler, maybe_compile, prepare_network  # noqa: E402
 
 # Official, from ../shared/specs/official_implementations.md section 0, not re-measured: CPU forward of the
 # official code, torch CPU, 2 threads, AMD EPYC, no_grad, best of 2-3 runs; LR 64x112 unless stated.
@@ -212,10 +220,16 @@ def count_flops(net, lq, extras):
     return counter.get_total_flops(), sorted(uncounted)
 
 
-def forward_benchmark(spec, size, device='cpu', threads=2, warmup=1, repeat=3, flops=True):
+def performance_options(amp='off', channels_last=False, compile='off'):
+    return {'amp': amp, 'channels_last': channels_last, 'compile': compile, 'cudnn_benchmark': compile != 'off'}
+
+
+def forward_benchmark(spec, size, device='cpu', threads=2, warmup=1, repeat=3, flops=True, perf=None):
     """Parameters, flow time, peak memory, forward times and FLOPs of ``spec`` on 1 x 4 x 3 x h x w."""
     device = setup(threads, device)
-    net = build_network(spec).to(device).eval()
+    perf = perf or performance_options()
+    net = prepare_network(build_network(spec).to(device).eval(), perf)
+    model, dtype = maybe_compile(net, perf), AMP_DTYPES[perf['amp']]
     lq = torch.rand(1, FRAMES, 3, *size, device=device)
     result = {'params': sum(p.numel() for p in net.parameters())}
     extras = flow_extras(net, lq)
@@ -224,8 +238,8 @@ def forward_benchmark(spec, size, device='cpu', threads=2, warmup=1, repeat=3, f
         result['flow_s'] = statistics.median(result['flow_seconds'])
 
     def forward():
-        with torch.inference_mode():
-            predict(net, lq, extras)
+        with torch.inference_mode(), autocast(device, dtype):
+            predict(model, lq, extras)
 
     result['peak_mem_mib'] = peak_memory_mib(forward, device)
     timings(forward, device, warmup - 1)  # the memory call was the first warm-up
@@ -239,24 +253,38 @@ def forward_benchmark(spec, size, device='cpu', threads=2, warmup=1, repeat=3, f
     return result
 
 
-def train_benchmark(spec, patch, batch, device='cpu', threads=2, warmup=1, repeat=3):
+QUERIES_PER_SAMPLE = 4096  # options/train/tliif_vimeo90k_bix4.yml sample_q
+
+
+def train_benchmark(spec, patch, batch, device='cpu', threads=2, warmup=1, repeat=3, perf=None):
     """Time of one training step (forward, Charbonnier loss, backward, Adam) on a random patch."""
     device = setup(threads, device)
-    net = build_network(spec).to(device).train()
+    perf = perf or performance_options()
+    net = prepare_network(build_network(spec).to(device).train(), perf)
     params = [p for p in net.parameters() if p.requires_grad]
     if not params:
         return {'skipped': 'no trainable parameters'}
+    model, dtype = maybe_compile(net, perf), AMP_DTYPES[perf['amp']]
+    scaler = grad_scaler(device, dtype)
     optimizer = torch.optim.Adam(params, lr=2e-4, betas=(0.9, 0.99))
     criterion = CharbonnierLoss()
     lq = torch.rand(batch, FRAMES, 3, patch, patch, device=device)
     gt = torch.rand(batch, 2 * FRAMES - 1, 3, 4 * patch, 4 * patch, device=device)
     extras = flow_extras(net, lq)
+    if spec['type'] == 'TemporalLIIF':  # query samples, as Vimeo90KAnyScale makes them
+        queries = [pixel_queries(g.cpu(), [k / 2 for k in range(2 * FRAMES - 1)], FRAMES, QUERIES_PER_SAMPLE)
+                   for g in gt]
+        extras = {'coord': torch.stack([q[0] for q in queries]).to(device),
+                  'cell': torch.stack([q[1] for q in queries]).to(device)}
+        gt = torch.stack([q[2] for q in queries]).to(device)
 
     def step():
-        loss = criterion(predict(net, lq, extras), gt)
+        with autocast(device, dtype):
+            loss = criterion(predict(model, lq, extras), gt)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
 
     result = {'patch': patch, 'batch': batch, 'peak_mem_mib': peak_memory_mib(step, device)}
     timings(step, device, warmup - 1)
@@ -317,7 +345,8 @@ def benchmark_network(name, args):
     spec, note = network_spec(name, args.config)
     row = {'network': name, 'config': args.config, 'spec': spec, 'params': None, 'flops': None,
            'official_cpu_fwd_s': OFFICIAL_CPU_FORWARD_S.get(name), 'forward': {}, 'notes': [note] if note else []}
-    common = {'device': args.device, 'threads': args.threads, 'warmup': max(1, args.warmup), 'repeat': args.repeat}
+    common = {'device': args.device, 'threads': args.threads, 'warmup': max(1, args.warmup), 'repeat': args.repeat,
+              'perf': performance_options(args.amp, args.channels_last, args.compile)}
     for i, size in enumerate(args.sizes):
         print(f'{name} ({args.config}) forward {size}', file=sys.stderr, flush=True)
         result = run(forward_benchmark, {'spec': spec, 'size': parse_size(size), 'flops': i == 0, **common},
@@ -414,6 +443,10 @@ def main(argv=None):
     parser.add_argument('--timeout', type=float, default=1800, help='seconds per measurement (default 1800)')
     parser.add_argument('--in-process', action='store_true',
                         help='measure in this process: no timeout, peak memory not isolated (debugging)')
+    parser.add_argument('--amp', choices=['off', 'bf16', 'fp16'], default='off', help='autocast dtype (performance.amp)')
+    parser.add_argument('--channels-last', action='store_true', help='performance.channels_last')
+    parser.add_argument('--compile', choices=['off', 'default', 'reduce-overhead', 'max-autotune'], default='off',
+                        help='performance.compile (also turns cudnn.benchmark on); use --warmup 2 or more')
     parser.add_argument('--json', type=Path, help='default benchmarks/results/networks_<device>[_tiny].json')
     args = parser.parse_args(argv)
     known = [*NETWORKS, *network_configs()]
@@ -422,6 +455,8 @@ def main(argv=None):
         parser.error(f'unknown network(s) {", ".join(unknown)}; known: {", ".join(known)}')
     if args.device == 'cuda' and not torch.cuda.is_available():
         parser.error('--device cuda: CUDA is not available')
+    if args.amp == 'fp16' and args.device != 'cuda':
+        parser.error('--amp fp16: CUDA only (use bf16 on CPU)')
     for size in args.sizes:
         parse_size(size)
     suffix = '_tiny' if args.config == 'tiny' else ''
@@ -438,7 +473,8 @@ def main(argv=None):
     device = args.device + (f' ({machine["gpu"]})' if 'gpu' in machine else '')
     print(f'{machine["cpu"]}, {machine["cpu_count"]} CPUs, load {machine["load_average_1min"]:.1f}; torch '
           f'{machine["torch"]}, {args.threads} threads, device {device}; batch 1, {FRAMES} LR frames -> '
-          f'{2 * FRAMES - 1} HR frames x4; sizes h x w; median of {args.repeat}')
+          f'{2 * FRAMES - 1} HR frames x4; sizes h x w; median of {args.repeat}; amp {args.amp}, channels_last '
+          f'{args.channels_last}, compile {args.compile}')
     print()
     print(markdown_table(report['results'], args.sizes))
     print(f'\nwritten {json_path}')

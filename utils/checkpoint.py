@@ -14,7 +14,9 @@ import random
 import re
 import shutil
 import warnings
+import zipfile
 from pathlib import Path
+from zlib import error as zlib_error
 
 import numpy as np
 import torch
@@ -70,6 +72,9 @@ def load_checkpoint(path, map_location='cpu'):
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f'{path}: checkpoint not found')
+    damaged = _zip_damage(path)
+    if damaged:
+        raise CheckpointError(f'{path}: corrupt checkpoint ({damaged})')
     try:
         with warnings.catch_warnings():  # e.g. 'Detected pickle protocol 21' for a file that is no checkpoint
             warnings.simplefilter('ignore', UserWarning)
@@ -85,6 +90,20 @@ def load_checkpoint(path, map_location='cpu'):
     if not isinstance(obj, dict):
         raise CheckpointError(f'{path}: expected a dict (a checkpoint or a state_dict), got {type(obj).__name__}')
     return obj
+
+
+def _zip_damage(path):
+    """Why a zip-format checkpoint (what torch.save writes) is damaged, or None. ``torch.load`` does not check
+    the CRC-32 of each member, so bytes flipped inside a tensor would load as wrong weights without this.
+    Files that are not zip archives (legacy pickles) are left to the loader."""
+    if not zipfile.is_zipfile(path):
+        return None
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, zlib_error) as e:
+        return f'damaged zip archive: {_first_sentence(e)}'
+    return f'CRC mismatch in {bad}' if bad else None
 
 
 def _first_sentence(error):
@@ -180,15 +199,31 @@ class CheckpointManager:
         self.folder, self.keep = Path(folder), keep
 
     def save(self, state, iteration, is_best=False):
+        """iter_N, then best (if ``is_best``), then latest: a kill between the steps leaves latest at the
+        previous checkpoint, from which a resumed run redoes this save, best copy included."""
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / f'iter_{iteration}.pth'
         atomic_save(state, path)
-        _atomic_copy(path, self.folder / 'latest.pth')
         if is_best:
             _atomic_copy(path, self.folder / 'best.pth')
+        _atomic_copy(path, self.folder / 'latest.pth')
         for old in self.history()[self.keep:]:
             old.unlink()
         return path
+
+    def save_best(self, state):
+        """best.pth alone: a validation that beats the best between two regular saves."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        atomic_save(state, self.folder / 'best.pth')
+        return self.folder / 'best.pth'
+
+    def remove_partial_files(self):
+        """Delete temporary files of writes that a killed process left (``.<name>.tmp<pid>``); only the one
+        process that trains this run writes here. Returns their names."""
+        stale = sorted(p for p in self.folder.glob('.*.tmp*') if p.is_file())
+        for path in stale:
+            path.unlink()
+        return [p.name for p in stale]
 
     def history(self):
         """iter_N files, newest first."""

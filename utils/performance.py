@@ -48,7 +48,12 @@ def prepare_network(net, perf):
     if perf['cudnn_benchmark']:
         torch.backends.cudnn.benchmark = True
     if perf['channels_last']:
-        net = net.to(memory_format=torch.channels_last)
+        # 4-D weights only: Module.to(memory_format=) also reformats 5-D ones (Conv3d), which channels_last
+        # cannot hold (Temporal-LIIF's encoder is all Conv3d).
+        with torch.no_grad():
+            for param in net.parameters():
+                if param.dim() == 4:
+                    param.data = param.data.contiguous(memory_format=torch.channels_last)
     return net
 
 
