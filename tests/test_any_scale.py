@@ -104,8 +104,13 @@ def any_scale(**kwargs):
     require(VIMEO)
     spec = {'type': 'Vimeo90KAnyScale', 'root': str(VIMEO), 'skip_missing': True, 'lq_size': 16, 'sample_q': 500,
             **kwargs}
-    logging.getLogger('data.vimeo').setLevel(logging.ERROR)  # 64,604 listed clips are not in the copy
-    return build_dataset(spec)
+    logger = logging.getLogger('data.vimeo')
+    level = logger.level
+    logger.setLevel(logging.ERROR)  # not the warning that 64,604 listed clips are not in the copy
+    try:
+        return build_dataset(spec)
+    finally:
+        logger.setLevel(level)
 
 
 def seeded(dataset, index, seed):
