@@ -78,8 +78,9 @@ def run_test(opt):
                       save_dir=save_dir, time_factor=cfg['time_factor'], amp=amp)
     data_spec = opt['data']['test']
     degradation = data_spec.get('degradation') or {}
-    degradation_text = (f'{degradation.get("type", "?")} x{degradation.get("scale", "?")}' if degradation
-                        else 'LR from lq_root' if data_spec.get('lq_root') else 'dataset default')
+    degradation_text = getattr(dataset, 'description', None) or (
+        f'{degradation.get("type", "?")} x{degradation.get("scale", "?")}' if degradation
+        else 'LR from lq_root' if data_spec.get('lq_root') else 'dataset default')
     time_text = f' | time x{cfg["time_factor"]}' if cfg['time_factor'] != 2 else ''
     title = (f'{opt["name"]}: {spec["type"]} on {data_spec["type"]} ({len(dataset)} clips) | protocol '
              f'{cfg["protocol"]} | {degradation_text}{time_text} | {result["frames"]} frames scored | '

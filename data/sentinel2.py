@@ -312,6 +312,9 @@ class Sentinel2Test(Dataset):
         self.revisits = [SiteRevisits(root, site, n_revisits, selection) for site in self.sites]
         if hr_root is not None:
             self.hr_paths = [hr_path(hr_root, hr_name, site) for site in self.sites]
+        # for the header of test.py's tables
+        self.description = (f'{n_revisits} revisits at native size, targets {hr_name}' if hr_root is not None else
+                            f'{n_revisits} revisits PIL x{scale}, target the centre revisit (self-supervised stand-in)')
 
     def __len__(self):
         return len(self.sites)
