@@ -339,7 +339,8 @@ def _train(opt, dist):
             is_best = avg['psnr_y'] > best['value']
             if is_best:
                 best = {'metric': 'psnr_y', 'value': avg['psnr_y'], 'iteration': done}
-            log.info(f'val {done:>7d} | {opt["val"]["protocol"]} | {result["frames"]} frames | '
+            factor = f' time x{opt["val"]["time_factor"]}' if opt['val']['time_factor'] != 2 else ''
+            log.info(f'val {done:>7d} | {opt["val"]["protocol"]}{factor} | {result["frames"]} frames | '
                      f'PSNR-Y {avg["psnr_y"]:.4f} SSIM-Y {avg["ssim_y"]:.4f} | '
                      f'PSNR-RGB {avg["psnr_rgb"]:.4f} SSIM-RGB {avg["ssim_rgb"]:.4f} | '
                      f'best {best["value"]:.4f} @ {best["iteration"]}')
