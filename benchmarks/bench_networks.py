@@ -82,6 +82,7 @@ OFFICIAL_CPU_FORWARD_S = {
     'STARnet': '16.1 (one pair, 2 LR -> 3 HR, with flow refinement; 4 -> 7 frames runs 3 pairs)',
     'starnet_noref': '16.5 (one pair, 2 LR -> 3 HR; 4 -> 7 frames runs 3 pairs)',
     'MSTT': '18.3 (160x160 LR)',
+    'TemporalLIIF': '17.2 (5 LR frames of 32x32 -> 7 slices of 128x128; 3.1 s one slice)',
 }
 # Official LR training patch and total batch (same spec); others: LR 32, batch 16 (Zooming Slow-Mo's recipe).
 OFFICIAL_TRAIN_PATCH = {'MSTT': 80}
