@@ -129,6 +129,7 @@ def imresize(img, scale, antialiasing=True):
     return out.astype(np.uint8) if is_uint8 else out
 
 
+@torch.compiler.disable  # numpy inside: torch.compile calls it as it is (a constant per input size)
 @functools.lru_cache(maxsize=32)
 def _resize_matrix_torch(in_length, scale, antialiasing, device, dtype, out_length=None):
     """``_resize_matrix`` as a tensor, cached so repeated calls (a training loop) skip the copy."""
