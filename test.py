@@ -11,7 +11,6 @@ With --input, upscale a clip without ground truth instead (x4 in space, x2 in ti
     python test.py --checkpoint best.pth --input big.mp4 --output out.mp4 --max-memory 8 --precision fp16
 """
 import argparse
-import json
 import os
 import re
 import sys
@@ -23,7 +22,7 @@ import torch
 from data import build_dataset
 from utils import cli
 from utils.checkpoint import FORMAT, CheckpointError, load_checkpoint, rebuild_network
-from utils.evaluation import METRICS, evaluate, format_table, write_results
+from utils.evaluation import evaluate, format_table, write_results, write_rows
 from utils.inference import load_network, open_input, run_inference
 from utils.logger import setup_logging
 from utils.dist import resolve_device
@@ -63,16 +62,15 @@ def run_test(opt):
     net, spec, _ = rebuild_network(opt['test']['checkpoint'], opt['network'])
     amp = check_amp(opt['performance']['amp'], device)
     net = prepare_network(net.to(device), opt['performance'])
-    dataset = build_option(build_dataset, opt['data']['test'], 'data.test')
     cfg = opt['test']
     ckpt = cfg['checkpoint']
     out_dir = Path(cfg['results_dir']) if cfg['results_dir'] else (
         Path(ckpt).parent if ckpt else Path(opt['experiments_root']) / opt['name'])
-    stem = f'{opt["name"]}_{cfg["protocol"]}'
-    save_dir = out_dir / 'results' / stem if cfg['save_images'] else None
-
     if cfg['factors']:
         return factor_table(opt, net, spec, device, out_dir, amp)
+    dataset = build_option(build_dataset, opt['data']['test'], 'data.test')
+    stem = f'{opt["name"]}_{cfg["protocol"]}'
+    save_dir = out_dir / 'results' / stem if cfg['save_images'] else None
     start = time.time()
     result = evaluate(net, dataset, cfg['protocol'], device, cfg['crop_border'], n_inputs=cfg['n_inputs'],
                       save_dir=save_dir, time_factor=cfg['time_factor'], amp=amp)
@@ -86,11 +84,17 @@ def run_test(opt):
              f'{cfg["protocol"]} | {degradation_text}{time_text} | {result["frames"]} frames scored | '
              f'crop {cfg["crop_border"]} | {ckpt or "no checkpoint"}')
     log.info(format_table(result['clips'] + [result['average']], title))
-    header = {'name': opt['name'], 'network': spec, 'checkpoint': ckpt, 'dataset': data_spec,
-              'protocol': cfg['protocol'], 'crop_border': cfg['crop_border'], 'time_factor': cfg['time_factor']}
+    header = {**results_header(opt, spec), 'time_factor': cfg['time_factor']}
     csv_path, _ = write_results(result, out_dir, stem, header)
     log.info(f'{result["frames"]} frames in {time.time() - start:.1f} s; tables written to {csv_path} (and .json)')
     return result
+
+
+def results_header(opt, spec):
+    """The facts saved with every results table."""
+    cfg = opt['test']
+    return {'name': opt['name'], 'network': spec, 'checkpoint': cfg['checkpoint'], 'dataset': opt['data']['test'],
+            'protocol': cfg['protocol'], 'crop_border': cfg['crop_border']}
 
 
 def factor_table(opt, net, spec, device, out_dir, amp=None):
@@ -119,17 +123,9 @@ def factor_table(opt, net, spec, device, out_dir, amp=None):
              f'protocol {cfg["protocol"]} | {degradation.get("type", "BI")} at each space factor | '
              f'crop {cfg["crop_border"]} | {cfg["checkpoint"] or "no checkpoint"}')
     log.info(format_table(rows, title, first='setting'))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stem = out_dir / f'{opt["name"]}_factors'
-    with open(f'{stem}.csv', 'w', encoding='utf-8') as f:
-        f.write('space,time,method,frames,' + ','.join(METRICS) + '\n')
-        for r in rows:
-            f.write(f'{r["space"]},{r["time"]},{r["method"]},{r["frames"]},'
-                    + ','.join(f'{r[m]:.6f}' for m in METRICS) + '\n')
-    with open(f'{stem}.json', 'w', encoding='utf-8') as f:
-        json.dump({'name': opt['name'], 'network': spec, 'checkpoint': cfg['checkpoint'], 'dataset': data_spec,
-                   'protocol': cfg['protocol'], 'crop_border': cfg['crop_border'], 'rows': rows}, f, indent=2)
-    log.info(f'{len(rows)} evaluations in {time.time() - start:.1f} s; table written to {stem}.csv (and .json)')
+    csv_path, _ = write_rows(rows, ('space', 'time', 'method'), out_dir, f'{opt["name"]}_factors',
+                             {**results_header(opt, spec), 'rows': rows})
+    log.info(f'{len(rows)} evaluations in {time.time() - start:.1f} s; table written to {csv_path} (and .json)')
     return rows
 
 

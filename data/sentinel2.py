@@ -61,13 +61,12 @@ from datetime import date
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from torch.utils.data import Dataset
 
 from .io import DataError, read_frames, read_image, to_float
 from .queries import pixel_queries
 from .registry import DATASETS
-from .transforms import clip_sample, to_tensor
+from .transforms import clip_sample, resize_to, to_tensor
 
 REVISIT_NAME = re.compile(r'^(?P<prefix>.+)-(?P<number>\d+)-L2A_data_adapted\.png$')
 SELECTIONS = ('midpoint', 'nearest')
@@ -124,12 +123,6 @@ def site_names(root, sites):
     elif isinstance(sites, str) or not sites:
         raise ValueError(f'sites must be a non-empty list of site folder names or None, got {sites!r}')
     return list(sites)
-
-
-def pil_resize(img, height, width):
-    """PIL ``Image.BICUBIC`` resize of an (h, w, 3) uint8 array to exactly ``height`` x ``width``, as the
-    official ``transforms.Resize((h, w), Image.BICUBIC)`` on a PIL image."""
-    return np.asarray(Image.fromarray(img).resize((width, height), Image.Resampling.BICUBIC))
 
 
 def flip(clip, rows, cols, diagonal):
@@ -247,7 +240,7 @@ class Sentinel2Revisits(Dataset):
             if hr_root is None:
                 target = frames[revisits.centre]
             else:
-                target = pil_resize(read_hr(hr_path(hr_root, hr_name, site)), height, width)
+                target = resize_to(read_hr(hr_path(hr_root, hr_name, site)), (height, width), 'PIL')
             if max_side > min(height, width):
                 size = f'inp_size {inp_size}' if inp_size is not None else f'round(lq_size * scale_max) {max_side}'
                 raise DataError(f'{site}: revisits of {width}x{height} are smaller than the {max_side}x{max_side} '
@@ -272,7 +265,7 @@ class Sentinel2Revisits(Dataset):
             side = round(self.lq_size * random.uniform(self.scale_min, self.scale_max))
             y, x = random.randint(0, height - side), random.randint(0, width - side)
             lq_h = lq_w = self.lq_size
-        lq = np.stack([pil_resize(f[y:y + side, x:x + side], lq_h, lq_w) for f in frames])
+        lq = np.stack([resize_to(f[y:y + side, x:x + side], (lq_h, lq_w), 'PIL') for f in frames])
         gt = target[None, y:y + side, x:x + side]
         if self.augment:  # drawn in the official order, so that equal seeds give the official sample
             rows, cols, diagonal, time = (random.random() < 0.5 for _ in range(4))

@@ -87,11 +87,15 @@ class SeptupletFolders(Dataset):
     def __len__(self):
         return len(self.keys)
 
-    def __getitem__(self, index):
+    def read_clip(self, index):
+        """(key, frame names, GT frames) of a random ``length``-frame sub-window of clip ``index``."""
         key = self.keys[index]
         start = random.randint(0, self.clip_frames - self.length)
         names = self.frame_names[start:start + self.length]
-        gt = read_frames([self.gt_dir / key / n for n in names], what=key)
+        return key, names, read_frames([self.gt_dir / key / n for n in names], what=key)
+
+    def __getitem__(self, index):
+        key, names, gt = self.read_clip(index)
         lq = None
         if self.lq_dir is not None:
             lq = read_frames([self.lq_dir / key / n for n in names[0::2]], what=f'LR {key}')
@@ -171,10 +175,7 @@ class Vimeo90KAnyScale(SeptupletFolders):
         self.kind, self.lq_size, self.scale_range, self.sample_q = kind, lq_size, (scale_min, scale_max), sample_q
 
     def __getitem__(self, index):
-        key = self.keys[index]
-        start = random.randint(0, self.clip_frames - self.length)
-        names = self.frame_names[start:start + self.length]
-        gt = read_frames([self.gt_dir / key / n for n in names], what=key)
+        key, _, gt = self.read_clip(index)
         side = round(self.lq_size * random.uniform(*self.scale_range))
         height, width = gt.shape[1:3]
         if height < side or width < side:

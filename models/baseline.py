@@ -29,30 +29,22 @@ class BicubicBlend(nn.Module):
         self.scale, self.time_factor = scale, time_factor
 
     def forward(self, lq):
-        up = imresize_torch(lq, self.scale)
-        if self.time_factor != 2:
-            steps = [f / self.time_factor for f in range(self.time_factor)]
-            between = [(1 - a) * up[:, :-1] + a * up[:, 1:] for a in steps]
-            out = torch.stack(between, dim=2).flatten(1, 2)
-            return torch.cat((out, up[:, -1:]), dim=1)
-        mid = 0.5 * (up[:, :-1] + up[:, 1:])
-        out = torch.stack((up[:, :-1], mid), dim=2).flatten(1, 2)
-        return torch.cat((out, up[:, -1:]), dim=1)
+        n, factor = lq.shape[1], self.time_factor
+        return self.render(lq, [i / factor for i in range((n - 1) * factor + 1)])
 
     def render(self, lq, times=None, size=None, chunk=None, cell_t=None):
-        """lq (b, n, c, h, w) -> (b, m, c, H, W): instant tau (input-frame units, 0 <= tau <= n-1) is
-        (1 - a) up[k] + a up[k+1] with k = floor(tau) (n-2 at the end), a = tau - k, each input frame
-        MATLAB-bicubic resized to ``size`` (default scale x the LR size). ``chunk`` and ``cell_t`` are
-        accepted for the renderer interface (Temporal-LIIF) and unused."""
-        n, h, w = lq.shape[1], lq.shape[-2], lq.shape[-1]
+        """lq (b, n, c, h, w) -> (b, m, c, H, W): instant tau (input-frame units, 0 <= tau <= n-1) is up[tau]
+        at an input instant, else (1 - a) up[k] + a up[k+1] with k = floor(tau), a = tau - k; each input frame
+        MATLAB-bicubic resized to ``size`` (default: by ``scale``, as ``forward``). ``chunk`` and ``cell_t``
+        are accepted for the renderer interface (Temporal-LIIF) and unused."""
+        n = lq.shape[1]
         times = [i / 2 for i in range(2 * n - 1)] if times is None else list(times)
-        size = (round(self.scale * h), round(self.scale * w)) if size is None else tuple(size)
-        up = imresize_torch(lq, size=size)
+        up = imresize_torch(lq, self.scale) if size is None else imresize_torch(lq, size=tuple(size))
         frames = []
         for tau in times:
             if not 0 <= tau <= n - 1:
                 raise ValueError(f'instant {tau} outside the {n} input frames [0, {n - 1}]')
-            k = min(int(tau), n - 2) if n > 1 else 0
+            k = int(tau)
             a = tau - k
             frames.append(up[:, k] if a == 0 else (1 - a) * up[:, k] + a * up[:, k + 1])
         return torch.stack(frames, dim=1)

@@ -109,17 +109,24 @@ def format_table(rows, title='', first='clip'):
     return '\n'.join(lines)
 
 
-def write_results(result, folder, stem, header):
-    """<folder>/<stem>.csv (one row per clip and the average) and <stem>.json (with the header facts)."""
+def write_rows(rows, keys, folder, stem, payload):
+    """<folder>/<stem>.csv (columns ``keys``, frames and the metrics, one line per row) and <stem>.json
+    (``payload``); returns both paths."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / f'{stem}.csv', 'w', encoding='utf-8') as f:
-        f.write('clip,frames,' + ','.join(METRICS) + '\n')
-        for r in result['clips'] + [result['average']]:
-            f.write(f'{r["clip"]},{r["frames"]},' + ','.join(f'{r[m]:.6f}' for m in METRICS) + '\n')
+        f.write(','.join([*keys, 'frames', *METRICS]) + '\n')
+        for r in rows:
+            f.write(','.join([*(str(r[k]) for k in keys), str(r['frames']), *(f'{r[m]:.6f}' for m in METRICS)])
+                    + '\n')
     with open(folder / f'{stem}.json', 'w', encoding='utf-8') as f:
-        json.dump({**header, **result}, f, indent=2)
+        json.dump(payload, f, indent=2)
     return folder / f'{stem}.csv', folder / f'{stem}.json'
+
+
+def write_results(result, folder, stem, header):
+    """<folder>/<stem>.csv (one row per clip and the average) and <stem>.json (with the header facts)."""
+    return write_rows(result['clips'] + [result['average']], ('clip',), folder, stem, {**header, **result})
 
 
 def compare_with_baseline(net, dataset, val_opt, device):
