@@ -196,11 +196,18 @@ def test_time_factor_windows():
     assert window.inputs == (0, 1, 2, 3, 4) and window.times == (2.0,)
 
 
-def test_baseline_render_is_its_forward_and_blends_linearly():
-    lq = torch.rand(1, 4, 3, 8, 6)
+def test_baseline_upscales_with_matlab_bicubic_and_blends_linearly():
+    lq = torch.rand(1, 4, 3, 8, 6, dtype=torch.float64)
     net = BicubicBlend(4)
-    assert torch.equal(net.render(lq), net(lq))
-    assert torch.equal(BicubicBlend(4, time_factor=4)(lq), net.render(lq, [i / 4 for i in range(13)]))
+    # the numpy reference resize (MATLAB's arithmetic) of each input, blended by hand
+    up = [imresize(f.permute(1, 2, 0).numpy(), 4) for f in lq[0]]
+    for factor, out in ((2, net(lq)), (4, BicubicBlend(4, time_factor=4)(lq))):
+        assert out.shape == (1, 3 * factor + 1, 3, 32, 24)
+        for i, frame in enumerate(out[0]):
+            k, a = divmod(i, factor)
+            expected = up[k] if a == 0 else (1 - a / factor) * up[k] + (a / factor) * up[k + 1]
+            np.testing.assert_allclose(frame.permute(1, 2, 0).numpy(), expected, rtol=0, atol=1e-12)
+    assert torch.equal(net.render(lq, [0, 1.5, 3], (32, 24)), net(lq)[:, [0, 3, 6]])  # size given = x4
     flat = torch.stack([torch.full((3, 5, 5), v) for v in (0.2, 0.6)])[None]
     out = net.render(flat, [0, 0.25, 1], (10, 15))
     torch.testing.assert_close(out[0, :, :, 2:-2, 2:-2].mean((1, 2, 3)), torch.tensor([0.2, 0.3, 0.6]))
