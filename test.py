@@ -1,5 +1,5 @@
 """Evaluate a network on test clips under a named protocol; print and save per-clip PSNR/SSIM.
-With --input, upscale a clip without ground truth instead (x4 in space, x2 in time; utils/inference.py).
+With --input, upscale a clip without ground truth instead (x4 in space, x2 in time; engine/inference.py).
 
     python test.py                                        # the demo checkpoint (options/test/demo.yml)
     python test.py -opt options/test/baseline_vid4_bix4.yml
@@ -12,7 +12,6 @@ With --input, upscale a clip without ground truth instead (x4 in space, x2 in ti
 """
 import argparse
 import os
-import re
 import sys
 import time
 from pathlib import Path
@@ -20,36 +19,20 @@ from pathlib import Path
 import torch
 
 from data import build_dataset
-from utils import cli
-from utils.checkpoint import FORMAT, CheckpointError, load_checkpoint, rebuild_network
-from utils.evaluation import evaluate, format_table, write_results, write_rows
-from utils.inference import load_network, open_input, run_inference
-from utils.logger import setup_logging
-from utils.dist import resolve_device
-from utils.options import OptionsError, apply_override, build_option, load_options, validate
-from utils.performance import check_amp, prepare_network
+from data.protocols import Protocol
+from engine import cli
+from engine.checkpoint import options_from_checkpoint, rebuild_network
+from engine.dist import resolve_device
+from engine.evaluation import evaluate, format_table, write_results, write_rows
+from engine.inference import InferenceOptions, load_network, open_input, run_inference
+from engine.logger import setup_logging
+from engine.options import build_option, load_options
+from engine.performance import check_amp, prepare_network
+from models.baseline import BicubicBlend
+from utils.errors import OptionsError
 
 ROOT = Path(__file__).resolve().parent
 DEMO_OPTIONS = ROOT / 'options' / 'test' / 'demo.yml'
-
-
-def options_from_checkpoint(path, overrides):
-    """Test options for ``test.py --checkpoint`` alone: the run's own config, scored on its validation clips."""
-    ckpt = load_checkpoint(path)
-    if ckpt.get('format') != FORMAT:
-        raise CheckpointError(f'{path}: a bare state_dict carries no network spec; pass -opt with network: too')
-    config = ckpt['config']
-    tree = {'name': config['name'], 'experiments_root': config['experiments_root'], 'device': config['device'],
-            'network': ckpt['network'],
-            'data': {'test': config['data'].get('test') or config['data']['val']},
-            'test': {'protocol': config['val']['protocol'], 'crop_border': config['val']['crop_border'],
-                     'n_inputs': config['val'].get('n_inputs', 4), 'time_factor': config['val'].get('time_factor', 2),
-                     'checkpoint': str(path)}}
-    if tree['data']['test'] is None:
-        raise CheckpointError(f'{path}: its run had no validation data; pass -opt with data.test')
-    for assignment in overrides:
-        tree = apply_override(tree, assignment)
-    return validate(tree, source=f'{path} (config)')
 
 
 def run_test(opt):
@@ -64,28 +47,21 @@ def run_test(opt):
     net = prepare_network(net.to(device), opt['performance'])
     cfg = opt['test']
     ckpt = cfg['checkpoint']
+    protocol = Protocol.from_options(cfg)
     out_dir = Path(cfg['results_dir']) if cfg['results_dir'] else (
         Path(ckpt).parent if ckpt else Path(opt['experiments_root']) / opt['name'])
     if cfg['factors']:
-        return factor_table(opt, net, spec, device, out_dir, amp)
+        return factor_table(opt, net, spec, protocol, device, out_dir, amp)
     dataset = build_option(build_dataset, opt['data']['test'], 'data.test')
-    stem = f'{opt["name"]}_{cfg["protocol"]}'
+    stem = f'{opt["name"]}_{protocol.name}'
     save_dir = out_dir / 'results' / stem if cfg['save_images'] else None
     start = time.time()
-    result = evaluate(net, dataset, cfg['protocol'], device, cfg['crop_border'], n_inputs=cfg['n_inputs'],
-                      save_dir=save_dir, time_factor=cfg['time_factor'], amp=amp)
-    data_spec = opt['data']['test']
-    degradation = data_spec.get('degradation') or {}
-    degradation_text = getattr(dataset, 'description', None) or (
-        f'{degradation.get("type", "?")} x{degradation.get("scale", "?")}' if degradation
-        else 'LR from lq_root' if data_spec.get('lq_root') else 'dataset default')
-    time_text = f' | time x{cfg["time_factor"]}' if cfg['time_factor'] != 2 else ''
-    title = (f'{opt["name"]}: {spec["type"]} on {data_spec["type"]} ({len(dataset)} clips) | protocol '
-             f'{cfg["protocol"]} | {degradation_text}{time_text} | {result["frames"]} frames scored | '
-             f'crop {cfg["crop_border"]} | {ckpt or "no checkpoint"}')
+    result = evaluate(net, dataset, protocol, device, amp=amp, save_dir=save_dir)
+    title = (f'{opt["name"]}: {spec["type"]} on {opt["data"]["test"]["type"]} ({len(dataset)} clips) | protocol '
+             f'{protocol.describe()} | {dataset.description} | {result["frames"]} frames scored | '
+             f'crop {protocol.crop_border} | {ckpt or "no checkpoint"}')
     log.info(format_table(result['clips'] + [result['average']], title))
-    header = {**results_header(opt, spec), 'time_factor': cfg['time_factor']}
-    csv_path, _ = write_results(result, out_dir, stem, header)
+    csv_path, _ = write_results(result, out_dir, stem, results_header(opt, spec))
     log.info(f'{result["frames"]} frames in {time.time() - start:.1f} s; tables written to {csv_path} (and .json)')
     return result
 
@@ -94,16 +70,15 @@ def results_header(opt, spec):
     """The facts saved with every results table."""
     cfg = opt['test']
     return {'name': opt['name'], 'network': spec, 'checkpoint': cfg['checkpoint'], 'dataset': opt['data']['test'],
-            'protocol': cfg['protocol'], 'crop_border': cfg['crop_border']}
+            'protocol': cfg['protocol'], 'crop_border': cfg['crop_border'], 'time_factor': cfg['time_factor']}
 
 
-def factor_table(opt, net, spec, device, out_dir, amp=None):
+def factor_table(opt, net, spec, protocol, device, out_dir, amp=None):
     """``test.factors``: the network and the BicubicBlend baseline at each [space, time] factor pair, one table.
 
     The space factor replaces ``data.test.degradation.scale`` (LR made on the fly from the GT); the time
     factor sets the protocol's windows (``data/protocols.py``). Written to <out>/<name>_factors.{csv,json}.
     """
-    from models.baseline import BicubicBlend
     log, cfg, data_spec = setup_logging(), opt['test'], opt['data']['test']
     if data_spec.get('lq_root'):
         raise OptionsError('test.factors: the LR frames must be made on the fly at each scale; remove data.test.lq_root')
@@ -112,16 +87,16 @@ def factor_table(opt, net, spec, device, out_dir, amp=None):
     for space, time_factor in cfg['factors']:
         dataset = build_option(build_dataset, {**data_spec, 'degradation': {**degradation, 'scale': space}},
                                'data.test')
+        at = Protocol(protocol.name, protocol.n_inputs, time_factor, protocol.crop_border, protocol.max_clips)
         for name, model in ((spec['type'], net), ('BicubicBlend', BicubicBlend(space).to(device))):
-            result = evaluate(model, dataset, cfg['protocol'], device, cfg['crop_border'], n_inputs=cfg['n_inputs'],
-                              time_factor=time_factor, amp=amp)
+            result = evaluate(model, dataset, at, device, amp=amp)
             rows.append({**result['average'], 'space': space, 'time': time_factor, 'method': name,
                          'setting': f'x{space} space, x{time_factor} time: {name}'})
             log.info(f'x{space} space, x{time_factor} time, {name}: PSNR-Y {result["average"]["psnr_y"]:.4f} '
                      f'({result["frames"]} frames, {result["seconds"]:.1f} s)')
     title = (f'{opt["name"]}: {spec["type"]} vs BicubicBlend on {data_spec["type"]} ({len(dataset)} clips) | '
-             f'protocol {cfg["protocol"]} | {degradation.get("type", "BI")} at each space factor | '
-             f'crop {cfg["crop_border"]} | {cfg["checkpoint"] or "no checkpoint"}')
+             f'protocol {protocol.name} | {degradation.get("type", "BI")} at each space factor | '
+             f'crop {protocol.crop_border} | {cfg["checkpoint"] or "no checkpoint"}')
     log.info(format_table(rows, title, first='setting'))
     csv_path, _ = write_rows(rows, ('space', 'time', 'method'), out_dir, f'{opt["name"]}_factors',
                              {**results_header(opt, spec), 'rows': rows})
@@ -130,28 +105,54 @@ def factor_table(opt, net, spec, device, out_dir, amp=None):
 
 
 def run_inference_cli(args):
-    """``test.py --input``: upscale a clip without ground truth (utils/inference.py)."""
+    """``test.py --input``: upscale a clip without ground truth (engine/inference.py)."""
     if args.opt is not None or args.set:
         raise OptionsError('--input runs inference: -opt and --set configure evaluation, leave them out')
-    if not re.fullmatch(r'auto|cpu|cuda(:\d+)?', args.device):
-        raise OptionsError(f'--device: must be auto, cpu, cuda or cuda:N, got {args.device!r}')
-    if args.tile is not None and len(args.tile) not in (1, 2):
-        raise OptionsError(f'--tile: expected N or H W, got {len(args.tile)} numbers')
+    options = InferenceOptions.from_args(args)
     setup_logging()
     # FFmpeg's own log lines ("moov atom not found") would come before the one-line error of a bad video.
     os.environ.setdefault('OPENCV_FFMPEG_LOGLEVEL', '-8')
-    device = resolve_device(args.device)
     net, _ = load_network(args.checkpoint, args.network)
-    source = open_input(args.input, args.fps, args.max_frames)
-    tile = (args.tile[0], args.tile[-1]) if args.tile else None
-    return run_inference(net, source, args.output, device, scale=args.scale, time_factor=args.time,
-                         keep_fps=args.keep_fps, tile=tile, tile_overlap=args.tile_overlap,
-                         max_memory=args.max_memory, precision=args.precision, bit_depth=args.bit_depth,
-                         chunk=args.chunk, overwrite=args.overwrite)
+    return run_inference(net, open_input(args.input, options.fps, options.max_frames), options)
 
 
-INFERENCE_ONLY = ('output', 'network', 'scale', 'time', 'fps', 'max_frames', 'keep_fps', 'tile', 'tile_overlap',
-                  'max_memory', 'precision', 'device', 'bit_depth', 'chunk', 'overwrite')
+def inference_arguments(parser):
+    """The ``--input`` flags: one per field of ``InferenceOptions``, whose defaults they take."""
+    d = InferenceOptions
+    infer = parser.add_argument_group('inference (no ground truth; see engine/inference.py)')
+    infer.add_argument('--input', default=None,
+                       help='video file, demo:<name> or folder of frames to upscale; switches to inference')
+    infer.add_argument('--output', action='append', default=[],
+                       help='a .mp4 file (8-bit, mp4v) or a folder for PNG frames at the input bit depth (repeatable)')
+    infer.add_argument('--network', default=None, metavar='YAML',
+                       help='network spec, e.g. "{type: BicubicBlend}": instead of --checkpoint for networks without '
+                            'weights, or the spec of a bare state_dict checkpoint')
+    infer.add_argument('--scale', type=float, default=d.scale,
+                       help='space factor: any for any_factor networks (TemporalLIIF, BicubicBlend), others accept '
+                            'their own only (default: the network\'s)')
+    infer.add_argument('--time', type=float, default=d.time,
+                       help='time factor: any for any_factor networks, others accept 2 only (default 2)')
+    infer.add_argument('--fps', type=float, default=d.fps,
+                       help='input frame rate (default: the video header; 25 for a frame folder)')
+    infer.add_argument('--max-frames', type=int, default=d.max_frames, metavar='N',
+                       help='upscale only the first N input frames (a quick preview)')
+    infer.add_argument('--keep-fps', action='store_true', default=d.keep_fps,
+                       help='write the output at the input frame rate (slow motion) instead of fps x time factor')
+    infer.add_argument('--tile', type=int, nargs='+', default=d.tile, metavar='N',
+                       help='LR tile size: N (square) or H W; tiles overlap and are blended')
+    infer.add_argument('--tile-overlap', type=int, default=d.tile_overlap, metavar='N',
+                       help=f'minimum tile overlap in LR pixels ({d.tile_overlap})')
+    infer.add_argument('--max-memory', type=float, default=d.max_memory, metavar='GB',
+                       help='choose the tile from a memory budget (estimate in engine/inference.py)')
+    infer.add_argument('--precision', choices=('fp32', 'fp16', 'bf16'), default=d.precision,
+                       help='fp16/bf16: autocast on CUDA only')
+    infer.add_argument('--device', default=d.device, help='auto | cpu | cuda | cuda:N (inference)')
+    infer.add_argument('--bit-depth', type=int, default=d.bit_depth, metavar='BITS',
+                       help='bits used in 16-bit input frames (e.g. 12); default: the file dtype (8 or 16)')
+    infer.add_argument('--chunk', type=int, default=d.chunk, metavar='N',
+                       help=f'queries per render call (TemporalLIIF; {d.chunk})')
+    infer.add_argument('--overwrite', action='store_true', default=d.overwrite, help='replace existing outputs')
+    return [a.dest for a in infer._group_actions if a.dest not in ('input', 'checkpoint')]
 
 
 def main(argv=None):
@@ -160,49 +161,18 @@ def main(argv=None):
     parser.add_argument('--checkpoint', default=None, help='checkpoint to evaluate (overrides test.checkpoint)')
     parser.add_argument('--set', action='append', default=[], metavar='KEY.PATH=VALUE',
                         help='override one option, value parsed as YAML (repeatable)')
-    infer = parser.add_argument_group('inference (no ground truth; see utils/inference.py)')
-    infer.add_argument('--input', default=None,
-                       help='video file, demo:<name> or folder of frames to upscale; switches to inference')
-    infer.add_argument('--output', action='append', default=[],
-                       help='a .mp4 file (8-bit, mp4v) or a folder for PNG frames at the input bit depth (repeatable)')
-    infer.add_argument('--network', default=None, metavar='YAML',
-                       help='network spec, e.g. "{type: BicubicBlend}": instead of --checkpoint for networks without '
-                            'weights, or the spec of a bare state_dict checkpoint')
-    infer.add_argument('--scale', type=float, default=None,
-                       help='space factor: any for networks with render() (TemporalLIIF; default 4), '
-                            'others accept their own only')
-    infer.add_argument('--time', type=float, default=None,
-                       help='time factor: any for networks with render() (default 2), others accept 2 only')
-    infer.add_argument('--fps', type=float, default=None,
-                       help='input frame rate (default: the video header; 25 for a frame folder)')
-    infer.add_argument('--max-frames', type=int, default=None, metavar='N',
-                       help='upscale only the first N input frames (a quick preview)')
-    infer.add_argument('--keep-fps', action='store_true',
-                       help='write the output at the input frame rate (slow motion) instead of fps x time factor')
-    infer.add_argument('--tile', type=int, nargs='+', default=None, metavar='N',
-                       help='LR tile size: N (square) or H W; tiles overlap and are blended')
-    infer.add_argument('--tile-overlap', type=int, default=16, metavar='N',
-                       help='minimum tile overlap in LR pixels (16)')
-    infer.add_argument('--max-memory', type=float, default=None, metavar='GB',
-                       help='choose the tile from a memory budget (estimate in utils/inference.py)')
-    infer.add_argument('--precision', choices=('fp32', 'fp16', 'bf16'), default='fp32',
-                       help='fp16/bf16: autocast on CUDA only')
-    infer.add_argument('--device', default='auto', help='auto | cpu | cuda | cuda:N (inference)')
-    infer.add_argument('--bit-depth', type=int, default=None, metavar='BITS',
-                       help='bits used in 16-bit input frames (e.g. 12); default: the file dtype (8 or 16)')
-    infer.add_argument('--chunk', type=int, default=65536, metavar='N', help='queries per render() call (TemporalLIIF)')
-    infer.add_argument('--overwrite', action='store_true', help='replace existing outputs')
+    inference_only = inference_arguments(parser)
     args = parser.parse_args(argv)
-    return cli.run(dispatch, (args, parser))
+    return cli.run(dispatch, (args, parser, inference_only))
 
 
 def dispatch(parsed):
     """Inference when --input is given, else evaluation; returns the exit code."""
-    args, parser = parsed
+    args, parser, inference_only = parsed
     if args.input is not None:
         run_inference_cli(args)
         return 0
-    given = [name for name in INFERENCE_ONLY if getattr(args, name) != parser.get_default(name)]
+    given = [name for name in inference_only if getattr(args, name) != parser.get_default(name)]
     if given:
         raise OptionsError(f'--{given[0].replace("_", "-")}: an inference option; it needs --input')
     if args.opt is None and args.checkpoint is not None:

@@ -14,29 +14,27 @@ For each network (default: every one in ``models.NETWORKS``, official configurat
   ``torchvision.ops.deform_conv2d`` are counted here like those of the equivalent convolution, so the
   CPU path (grid_sample + matmul) and the CUDA path count the same; a note names networks whose forward
   calls grid_sample, whose sampling is not counted.
-- fwd s: median of ``--repeat`` forward passes (``models.adapters.predict``, batch 1, 4 LR frames in,
+- fwd s: median of ``--repeat`` forward passes (the network's ``predict``, batch 1, 4 LR frames in,
   7 HR frames out) under ``torch.inference_mode`` after ``--warmup`` untimed ones, at each ``--sizes``
   entry (h x w; default Vimeo LR 64x112 = 448x256 / 4 and Vid4 LR 144x180 = 720x576 / 4).
-- peak MiB: the memory the first forward pass adds on top of the built network and its input. CUDA:
-  ``torch.cuda.max_memory_allocated`` minus ``memory_allocated`` before the call (after
-  ``reset_peak_memory_stats``). CPU: resident-set high-water mark (VmHWM) minus the resident set (VmRSS)
-  before the call, the high-water mark being reset to the current resident set just before the call
-  (``/proc/self/clear_refs`` = 5). Each measurement runs in a fresh process (multiprocessing spawn), so
-  no earlier network's freed-but-kept heap is counted; where clear_refs is not writable the difference
-  of ``resource.getrusage`` ru_maxrss before and after is used instead. tracemalloc does not see torch's
-  allocations, hence the resident set.
-- flow s: networks with a ``flow_backend`` attribute (MSTT) take optical flows; they are computed before
-  the forward (``models.flow.clip_flows``, the adapter's own computation) and passed in ``extras['flows']``,
+- peak MiB: the memory the first forward pass adds on top of the built network and its input, as
+  ``engine.memory.MemoryMeter`` measures it (the meter inference uses for ``--max-memory``): CUDA
+  ``max_memory_allocated`` growth; CPU, the resident-set high-water mark over the resident set before the
+  call, the mark reset just before it. Each measurement runs in a fresh process (multiprocessing spawn), so
+  no earlier network's freed-but-kept heap is counted.
+- flow s: networks whose ``extra_inputs()`` are optical flows (MSTT, STARnet); they are computed before
+  the forward (the network's own ``extra_inputs()``, as the loader workers run it) and passed as extras,
   so "fwd s" excludes them and "flow s" is their time for the 6 flows of the clip (median of ``--repeat``).
-- train step s: forward + Charbonnier loss + backward + Adam step on a random LR patch (``--train-patch``,
-  default 32, MSTT 80: the official patches) and batch (``--train-batch``, default 1 on CPU, the
-  official batch on CUDA); flows precomputed as a data loader would. Median of ``--repeat`` steps after
-  ``--warmup`` (at least one: the first step allocates Adam's state and measures the training peak memory).
+- train step s: the network's ``training_losses`` (its official objective where it has one: STARnet's
+  deep supervision; else Charbonnier on the prediction) + backward + Adam step on a random LR patch
+  (``--train-patch``, default 32, MSTT 80: the official patches) and batch (``--train-batch``, default 1 on
+  CPU, the official batch on CUDA), in the batch format the network trains on (``training_batch``:
+  Temporal-LIIF answers 4,096 random queries per sample among the 7 GT frames, the recipe's ``sample_q``);
+  flows precomputed as a data loader would. Median of ``--repeat`` steps after ``--warmup`` (at least one:
+  the first step allocates Adam's state and measures the training peak memory).
 - ``--amp``, ``--channels-last``, ``--compile``: the ``performance`` options of training and testing
-  (``utils/performance.py``) applied to both measurements; compilation happens in the warm-up calls, so
+  (``engine/performance.py``) applied to both measurements; compilation happens in the warm-up calls, so
   with ``--compile`` give ``--warmup 2`` or more (the first compiled call is not representative).
-- Temporal-LIIF trains on queries (``Vimeo90KAnyScale``): its training step answers 4,096 random queries
-  per sample among the 7 GT frames of the patch (the recipe's ``sample_q``), not whole frames.
 - official CPU fwd s: the forward timings of the official code from ../shared/specs/official_implementations.md
   section 0, copied here as constants (not re-measured; best of 2-3 runs, torch CPU, 2 threads, AMD EPYC).
 
@@ -50,7 +48,6 @@ import json
 import multiprocessing
 import os
 import platform
-import resource
 import statistics
 import sys
 import time
@@ -67,12 +64,11 @@ import yaml  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 import models  # noqa: E402,F401  (fills the registry)
+from engine.memory import MemoryMeter  # noqa: E402
+from engine.performance import AMP_DTYPES, autocast, grad_scaler, maybe_compile, prepare_network  # noqa: E402
+from engine.training import TrainingStep  # noqa: E402
 from models import NETWORKS, build_network  # noqa: E402
-from models.adapters import predict  # noqa: E402
-from models.flow import clip_flows, stack_clip_flows  # noqa: E402
 from models.losses import CharbonnierLoss  # noqa: E402
-from data.queries import pixel_queries  # noqa: E402
-from utils.performance import AMP_DTYPES, autocast, grad_scaler, maybe_compile, prepare_network  # noqa: E402
 
 # Official, from ../shared/specs/official_implementations.md section 0, not re-measured: CPU forward of the
 # official code, torch CPU, 2 threads, AMD EPYC, no_grad, best of 2-3 runs; LR 64x112 unless stated.
@@ -140,14 +136,10 @@ def setup(threads, device, seed=0):
     return torch.device(device)
 
 
-def flow_extras(net, lq):
-    """extras for ``predict``: {'flows': ...} for a network that takes optical flows, else {}."""
-    backend = getattr(getattr(net, 'module', net), 'flow_backend', None)
-    if backend is None:
-        return {}
-    clips = lq.detach().permute(0, 1, 3, 4, 2).float().cpu().numpy()
-    flows = np.stack([stack_clip_flows(*clip_flows(list(clip), backend)) for clip in clips])
-    return {'flows': torch.from_numpy(flows).to(lq.device)}
+def extra_inputs(net, lq):
+    """What the network takes besides the frames (flows), computed as the loader workers would."""
+    prepare = net.extra_inputs()
+    return {} if prepare is None else {k: v.to(lq.device) for k, v in prepare(lq).items()}
 
 
 def sync(device):
@@ -167,33 +159,9 @@ def timings(fn, device, repeat):
     return seconds
 
 
-def _proc_status_kib(field):
-    with open('/proc/self/status') as f:
-        for line in f:
-            if line.startswith(field + ':'):
-                return int(line.split()[1])
-    raise KeyError(field)
-
-
 def peak_memory_mib(fn, device):
-    """Call fn once; return the memory (MiB) it added at its peak (see the module docstring)."""
-    if device.type == 'cuda':
-        sync(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        before = torch.cuda.memory_allocated(device)
-        fn()
-        sync(device)
-        return (torch.cuda.max_memory_allocated(device) - before) / 2 ** 20
-    try:
-        with open('/proc/self/clear_refs', 'w') as f:
-            f.write('5')  # resets the resident-set high-water mark to the current resident set
-        before = _proc_status_kib('VmRSS')
-        fn()
-        return (_proc_status_kib('VmHWM') - before) / 1024
-    except OSError:
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-        fn()
-        return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    """Call fn once; return the memory (MiB) it added at its peak (``engine.memory.MemoryMeter``)."""
+    return MemoryMeter(device).measure(fn) / 2 ** 20
 
 
 def count_flops(net, lq, extras):
@@ -217,7 +185,7 @@ def count_flops(net, lq, extras):
                aten.grid_sampler_3d: not_counted('grid_sample')}
     counter = FlopCounterMode(display=False, custom_mapping=mapping)
     with torch.inference_mode(), counter:
-        predict(net, lq, extras)
+        net.predict(lq, extras)
     return counter.get_total_flops(), sorted(uncounted)
 
 
@@ -230,17 +198,17 @@ def forward_benchmark(spec, size, device='cpu', threads=2, warmup=1, repeat=3, f
     device = setup(threads, device)
     perf = perf or performance_options()
     net = prepare_network(build_network(spec).to(device).eval(), perf)
-    model, dtype = maybe_compile(net, perf), AMP_DTYPES[perf['amp']]
+    predict, dtype = maybe_compile(net.predict, perf), AMP_DTYPES[perf['amp']]
     lq = torch.rand(1, FRAMES, 3, *size, device=device)
     result = {'params': sum(p.numel() for p in net.parameters())}
-    extras = flow_extras(net, lq)
+    extras = extra_inputs(net, lq)
     if extras:
-        result['flow_seconds'] = timings(lambda: flow_extras(net, lq), device, repeat)
+        result['flow_seconds'] = timings(lambda: extra_inputs(net, lq), device, repeat)
         result['flow_s'] = statistics.median(result['flow_seconds'])
 
     def forward():
         with torch.inference_mode(), autocast(device, dtype):
-            predict(model, lq, extras)
+            predict(lq, extras)
 
     result['peak_mem_mib'] = peak_memory_mib(forward, device)
     timings(forward, device, warmup - 1)  # the memory call was the first warm-up
@@ -248,40 +216,29 @@ def forward_benchmark(spec, size, device='cpu', threads=2, warmup=1, repeat=3, f
     result['fwd_s'] = statistics.median(result['seconds'])
     if flops:
         result['flops'], result['uncounted_ops'] = count_flops(net, lq, extras)
-    size_multiple = getattr(net, 'size_multiple', None)
-    if size_multiple and (size[0] % size_multiple or size[1] % size_multiple):
-        result['note'] = f'LR padded to a multiple of {size_multiple} inside'
+    if size[0] % net.size_multiple or size[1] % net.size_multiple:
+        result['note'] = f'LR padded to a multiple of {net.size_multiple} inside'
     return result
 
 
-QUERIES_PER_SAMPLE = 4096  # options/train/tliif_vimeo90k_bix4.yml sample_q
-
-
 def train_benchmark(spec, patch, batch, device='cpu', threads=2, warmup=1, repeat=3, perf=None):
-    """Time of one training step (forward, Charbonnier loss, backward, Adam) on a random patch."""
+    """Time of one training step (the network's training losses, backward, Adam) on a random patch."""
     device = setup(threads, device)
     perf = perf or performance_options()
     net = prepare_network(build_network(spec).to(device).train(), perf)
     params = [p for p in net.parameters() if p.requires_grad]
     if not params:
         return {'skipped': 'no trainable parameters'}
-    model, dtype = maybe_compile(net, perf), AMP_DTYPES[perf['amp']]
+    model, dtype = maybe_compile(TrainingStep(net, CharbonnierLoss()), perf), AMP_DTYPES[perf['amp']]
     scaler = grad_scaler(device, dtype)
     optimizer = torch.optim.Adam(params, lr=2e-4, betas=(0.9, 0.99))
-    criterion = CharbonnierLoss()
     lq = torch.rand(batch, FRAMES, 3, patch, patch, device=device)
-    gt = torch.rand(batch, 2 * FRAMES - 1, 3, 4 * patch, 4 * patch, device=device)
-    extras = flow_extras(net, lq)
-    if spec['type'] == 'TemporalLIIF':  # query samples, as Vimeo90KAnyScale makes them
-        queries = [pixel_queries(g.cpu(), [k / 2 for k in range(2 * FRAMES - 1)], FRAMES, QUERIES_PER_SAMPLE)
-                   for g in gt]
-        extras = {'coord': torch.stack([q[0] for q in queries]).to(device),
-                  'cell': torch.stack([q[1] for q in queries]).to(device)}
-        gt = torch.stack([q[2] for q in queries]).to(device)
+    gt, extras = net.training_batch(lq, torch.rand(batch, 2 * FRAMES - 1, 3, 4 * patch, 4 * patch, device=device))
+    extras = {**extra_inputs(net, lq), **extras}
 
     def step():
         with autocast(device, dtype):
-            loss = criterion(predict(model, lq, extras), gt)
+            loss = sum(model(lq, gt, extras)[1].values())
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)

@@ -14,7 +14,7 @@ A dataset path written ``demo:<name>`` (e.g. ``demo:bikes``) resolves to one of 
 import importlib.util
 from pathlib import Path
 
-from .io import DataError
+from utils.errors import DataError
 
 DEMO_VIDEOS = {'bigbuckbunny': 'bigbuckbunny.mp4', 'bikes': 'bikes.mp4',
                'carphone': 'carphone_pristine.mp4', 'carphone_distorted': 'carphone_distorted.mp4'}

@@ -22,9 +22,20 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
-from .io import DataError, keep_existing, list_images, natural_sort, read_frames, read_list
+from utils.errors import DataError
+
+from .io import (
+    IMAGE_EXTENSIONS,
+    iter_frames,
+    keep_existing,
+    list_images,
+    natural_sort,
+    read_frames,
+    read_image,
+    read_list,
+)
 from .registry import DATASETS
-from .transforms import check_manifest, clip_sample, parse_degradation
+from .transforms import check_manifest, clip_sample, describe_lr, parse_degradation
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +93,7 @@ class FrameFolders(Dataset):
             self.clips.append((name, gt_paths, lq_paths))
         if lq_root is not None:
             check_manifest(lq_root, self.degradation)
+        self.description = describe_lr(self.degradation, lq_root)
 
     def __len__(self):
         return len(self.clips)
@@ -91,3 +103,26 @@ class FrameFolders(Dataset):
         gt = read_frames(gt_paths, what=name)
         lq = read_frames(lq_paths, what=f'LR {name}') if lq_paths else None
         return clip_sample(name, gt, [p.name for p in gt_paths], self.degradation, lq=lq, bit_depth=self.bit_depth)
+
+
+class FrameReader:
+    """A folder of frames (PNG/TIFF/JPEG..., naturally sorted) read one at a time, for inference on a clip
+    without ground truth (``engine/inference.py``).
+
+    Attributes: ``path``, ``count``, ``height``, ``width``, ``dtype`` (of the first frame) and ``fps`` (given;
+    None when not: a folder has no frame rate). ``max_frames`` keeps the first that many. Every frame must
+    match the first frame's size and dtype (DataError naming the odd one, when it is read).
+    """
+
+    def __init__(self, folder, fps=None, max_frames=None):
+        self.path = Path(folder)
+        self.paths = list_images(self.path)[:max_frames]
+        if not self.paths:
+            raise DataError(f'{self.path}: no image files ({", ".join(IMAGE_EXTENSIONS)}) in this folder')
+        first = read_image(self.paths[0])
+        self.count, (self.height, self.width), self.dtype = len(self.paths), first.shape[:2], first.dtype
+        self.fps = fps
+
+    def frames(self):
+        """Yield ``(H, W, 3)`` uint8/uint16 RGB frames in order."""
+        return iter_frames(self.paths, what=str(self.path))

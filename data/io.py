@@ -14,11 +14,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from utils.errors import DataError
+
 IMAGE_EXTENSIONS = ('.png', '.tif', '.tiff', '.jpg', '.jpeg', '.bmp')
 
 
-class DataError(ValueError):
-    """A data file, folder or list is missing, unreadable or not what the loader expects."""
 
 
 def read_image(path):
@@ -205,19 +205,23 @@ def keep_existing(keys, exists, source, skip_missing, logger):
     return kept
 
 
-def read_frames(paths, what='clip'):
-    """Read frames that must share one size and dtype; returns ``(T, H, W, 3)``.
-
-    A frame whose size or bit depth differs from the first raises :class:`DataError` naming that frame.
-    """
-    frames = []
+def iter_frames(paths, what='clip'):
+    """Read frames one at a time; they must share one size and dtype, and a frame whose size or bit depth
+    differs from the first raises :class:`DataError` naming that frame."""
+    first = None
     for path in paths:
         img = read_image(path)
-        if frames and (img.shape != frames[0].shape or img.dtype != frames[0].dtype):
+        if first is None:
+            first = img
+        elif img.shape != first.shape or img.dtype != first.dtype:
             raise DataError(f'{path}: frame is {img.shape[1]}x{img.shape[0]} {img.dtype}, but the first frame '
-                            f'of {what} ({Path(paths[0]).name}) is {frames[0].shape[1]}x{frames[0].shape[0]} '
-                            f'{frames[0].dtype}')
-        frames.append(img)
+                            f'of {what} ({Path(paths[0]).name}) is {first.shape[1]}x{first.shape[0]} {first.dtype}')
+        yield img
+
+
+def read_frames(paths, what='clip'):
+    """Read frames that must share one size and dtype (:func:`iter_frames`); returns ``(T, H, W, 3)``."""
+    frames = list(iter_frames(paths, what))
     if not frames:
         raise DataError(f'{what}: no frames')
     return np.stack(frames)

@@ -28,10 +28,16 @@ inputs 0, 4, 8, 12. The tiling, tail window and scoring rules above are unchange
     centre      the official Temporal-LIIF test: all LR frames of the clip in, one output at the centre
                 instant (n - 1) / 2, compared with the clip's single GT frame (Sentinel-2 revisits). Built
                 by ``centre_window``.
-"""
-from dataclasses import dataclass
 
-from .io import DataError
+A :class:`Protocol` bundles a protocol with its settings (the ``val:`` and ``test:`` options): it cuts any
+clip into its windows. Inference on a clip without ground truth (``stream_windows``) uses the window7
+windows of the output timeline at any time factor.
+"""
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+
+from utils.errors import DataError
 
 WINDOW_PROTOCOLS = ('window7', 'zsm_legacy', 'septuplet')
 PROTOCOLS = WINDOW_PROTOCOLS + ('centre',)
@@ -84,4 +90,66 @@ def make_windows(num_frames, protocol, n_inputs=4, clip='clip', time_factor=2):
         scored_frames.update(outputs)
         times = None if time_factor == 2 else tuple(i / time_factor for i in range(length))
         windows.append(Window(inputs=outputs[0::time_factor], outputs=outputs, scored=scored, times=times))
+    return windows
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How clips are scored: the protocol ``name`` (``PROTOCOLS``), LR frames per window, time factor, pixels
+    cropped at each border before scoring, and how many clips are scored (0: all). Built from the ``val:`` or
+    ``test:`` options, where the defaults live (``Protocol.from_options``)."""
+    name: str
+    n_inputs: int
+    time_factor: int
+    crop_border: int
+    max_clips: int
+
+    @classmethod
+    def from_options(cls, section):
+        return cls(section['protocol'], section['n_inputs'], section['time_factor'], section['crop_border'],
+                   section['max_clips'])
+
+    def windows(self, clip):
+        """The windows of ``clip`` (a test sample: ``name``, ``lq``, ``gt``)."""
+        if self.name == 'centre':
+            return [centre_window(len(clip['lq']), clip['name'])]
+        return make_windows(len(clip['gt']), self.name, self.n_inputs, clip['name'], self.time_factor)
+
+    def clips(self, dataset):
+        """How many clips of ``dataset`` are scored."""
+        return min(len(dataset), self.max_clips) if self.max_clips else len(dataset)
+
+    def describe(self):
+        return self.name + (f' time x{self.time_factor}' if self.time_factor != 2 else '')
+
+
+def output_count(num_inputs, time_factor=2):
+    """Output frames for ``num_inputs`` input frames at ``time_factor``: floor((N-1) T) + 1, 2N-1 for T = 2."""
+    return math.floor((num_inputs - 1) * Fraction(time_factor).limit_denominator(1000)) + 1
+
+
+def stream_windows(num_inputs, time_factor=2, n_inputs=4):
+    """The windows that upscale a clip of ``num_inputs`` frames without ground truth, in order.
+
+    ``inputs`` are input frame indices (``n_inputs`` of them; a clip shorter than that repeats its last
+    frame), ``outputs`` the output frames each window makes (output frame j is the instant j / T in input
+    frames), ``times`` their instants relative to ``inputs[0]``, and ``scored`` all of them. The windows
+    are window7's on the output timeline of a x2 clip (``make_windows(2N - 1, 'window7')``), at any
+    ``time_factor`` T > 0 (a number or Fraction); an output frame two windows span comes from the first.
+    """
+    factor = Fraction(time_factor).limit_denominator(1000)
+    if factor <= 0:
+        raise ValueError(f'time factor must be > 0, got {time_factor}')
+    if num_inputs < n_inputs:
+        spans = [tuple(range(num_inputs)) + (num_inputs - 1,) * (n_inputs - num_inputs)]
+    else:
+        spans = [tuple(i // 2 for i in w.inputs) for w in make_windows(2 * num_inputs - 1, 'window7', n_inputs)]
+    windows, done = [], -1
+    for inputs in spans:
+        last = min(inputs[-1], num_inputs - 1)
+        outputs = tuple(range(max(done + 1, math.ceil(inputs[0] * factor)), math.floor(last * factor) + 1))
+        if outputs:
+            windows.append(Window(inputs, outputs, tuple(range(len(outputs))),
+                                  tuple(float(j / factor - inputs[0]) for j in outputs)))
+            done = outputs[-1]
     return windows

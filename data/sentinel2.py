@@ -44,7 +44,7 @@ Training items (``Sentinel2Revisits``)::
 
     {'lq': (n, 3, h, w) float32 in [0, 1],   the n revisit crops, PIL-bicubic downscaled
      'coord': (Q, 3), 'cell': (Q, 3),         queries of the target crop at the centre instant (t = 0 for n = 5)
-     'gt': (Q, 3) float32 in [0, 1],          the target's colour at each query (data.queries.pixel_queries)
+     'gt': (Q, 3) float32 in [0, 1],          the target's colour at each query (utils.coords.pixel_queries)
      'key': site}
 
 Test items (``Sentinel2Test``, the clip format of ``transforms.clip_sample``, for protocol ``centre``)::
@@ -63,8 +63,10 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset
 
-from .io import DataError, read_frames, read_image, to_float
-from .queries import pixel_queries
+from utils.coords import pixel_queries
+from utils.errors import DataError
+
+from .io import read_frames, read_image, to_float
 from .registry import DATASETS
 from .transforms import clip_sample, resize_to, to_tensor
 

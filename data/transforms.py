@@ -2,7 +2,7 @@
 
 Every dataset takes the same ``degradation`` option::
 
-    degradation: {type: BI, scale: 4}            # MATLAB imresize bicubic (data.degradations.imresize)
+    degradation: {type: BI, scale: 4}            # MATLAB imresize bicubic (utils.resize.imresize)
     degradation: {type: BD, scale: 4, sigma: 1.6}  # Gaussian blur 13x13 then every 4th pixel (bd_downsample)
     degradation: {type: PIL, scale: 4}           # PIL Image.BICUBIC (pil_bicubic_resize), 8-bit frames only
 
@@ -26,8 +26,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .degradations import bd_downsample, imresize_torch, pil_bicubic_resize
-from .io import DataError, max_value, to_float
+from utils.errors import DataError
+from utils.resize import imresize_torch
+
+from .degradations import bd_downsample, pil_bicubic_resize
+from .io import max_value, to_float
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +71,15 @@ def parse_degradation(degradation=None):
         if not isinstance(out['offset'], int) or not 0 <= out['offset'] < scale:
             raise ValueError(f'degradation: offset must be an integer in [0, {scale}), got {out["offset"]!r}')
     return out
+
+
+def describe_lr(degradation, lq_root=None):
+    """How a clip dataset's LR frames are made, in words (the header of test.py's tables)."""
+    if lq_root is not None:
+        return f'LR from {lq_root} ({degradation["type"]} x{degradation["scale"]})'
+    extra = (f', sigma {degradation["sigma"]:g}, {degradation["kernel_size"]} taps, {degradation["padding"]}, '
+             f'offset {degradation["offset"]}' if degradation['type'] == 'BD' else '')
+    return f'{degradation["type"]} x{degradation["scale"]}{extra}'
 
 
 def check_n_inputs(n_inputs, max_inputs=None):

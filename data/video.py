@@ -10,16 +10,18 @@ that many pixels, which both saves memory and washes out compression artefacts t
 learnt as "ground truth"; ``frame_stride`` keeps every k-th frame (faster motion); ``max_frames`` stops
 after that many kept frames.
 """
+import math
 from pathlib import Path
 
 import cv2
 import numpy as np
 from torch.utils.data import Dataset
 
+from utils.errors import DataError
+
 from .demo import demo_video
-from .io import DataError
 from .registry import DATASETS
-from .transforms import check_n_inputs, clip_sample, parse_degradation, training_sample
+from .transforms import check_n_inputs, clip_sample, describe_lr, parse_degradation, training_sample
 
 
 def resolve_video(path):
@@ -32,33 +34,90 @@ def resolve_video(path):
     return Path(path)
 
 
+class VideoReader:
+    """A video file (or ``demo:<name>``) decoded with OpenCV into 8-bit RGB frames, one at a time.
+
+    ``frames()`` yields ``(H, W, 3)`` uint8 frames: every ``frame_stride``-th, shrunk to ``max_side``, at most
+    ``max_frames``. ``fps`` is the header's unless given (DataError when neither has one, on first use);
+    ``count`` decodes the whole file once without keeping frames (``grab``), so that the count used to plan
+    windows is what really decodes (a header may announce more). ``height``, ``width`` and ``dtype`` come from
+    the first frame, which the constructor decodes: a file that decodes not at all fails before anything else.
+    """
+
+    def __init__(self, path, fps=None, max_frames=None, frame_stride=1, max_side=None):
+        self.path = resolve_video(path)
+        if frame_stride < 1:
+            raise ValueError(f'frame_stride must be >= 1, got {frame_stride}')
+        self.max_frames, self.frame_stride, self.max_side = max_frames, frame_stride, max_side
+        capture = self._open()
+        try:
+            self.header_fps = capture.get(cv2.CAP_PROP_FPS)
+            self.header_count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+            ok, first = capture.read()
+        finally:
+            capture.release()
+        if not ok:
+            raise DataError(f'{self.path}: no frame could be decoded (corrupt or empty video)')
+        (self.height, self.width), self.dtype = _resize(first, max_side).shape[:2], np.dtype(np.uint8)
+        self.given_fps, self._count = fps, None
+
+    @property
+    def fps(self):
+        if self.given_fps:
+            return float(self.given_fps)
+        if not (self.header_fps > 0 and math.isfinite(self.header_fps)):
+            raise DataError(f'{self.path}: the video has no frame rate in its header; give --fps')
+        return float(self.header_fps)
+
+    @property
+    def count(self):
+        if self._count is None:
+            self._count = sum(1 for _ in self._decoded(keep=False))
+        return self._count
+
+    def _open(self):
+        capture = cv2.VideoCapture(str(self.path))
+        if not capture.isOpened():
+            capture.release()
+            raise DataError(f'{self.path}: OpenCV cannot open this video (unsupported container/codec or corrupt file)')
+        return capture
+
+    def _decoded(self, keep=True):
+        """The kept frames (RGB arrays, or None each when not ``keep``: ``grab`` skips the conversion)."""
+        capture = self._open()
+        kept, index = 0, 0
+        try:
+            while self.max_frames is None or kept < self.max_frames:
+                if index % self.frame_stride or not keep:
+                    if not capture.grab():
+                        return
+                    if index % self.frame_stride == 0:
+                        kept += 1
+                        yield None
+                else:
+                    ok, frame = capture.read()
+                    if not ok:
+                        return
+                    kept += 1
+                    yield _resize(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), self.max_side)
+                index += 1
+        finally:
+            capture.release()
+
+    def frames(self):
+        """Yield the kept frames; DataError when fewer decode now than ``count`` found (a file changed while
+        read)."""
+        read = 0
+        for frame in self._decoded():
+            read += 1
+            yield frame
+        if self._count is not None and read < self._count:
+            raise DataError(f'{self.path}: frame {read} no longer decodes (the file changed while reading?)')
+
+
 def decode_video(path, max_frames=None, frame_stride=1, max_side=None):
-    """Decode a video into ``(T, H, W, 3)`` uint8 RGB; see the module docstring for the options."""
-    path = resolve_video(path)
-    if frame_stride < 1:
-        raise ValueError(f'frame_stride must be >= 1, got {frame_stride}')
-    capture = cv2.VideoCapture(str(path))
-    if not capture.isOpened():
-        raise DataError(f'{path}: OpenCV cannot open this video (unsupported container/codec or corrupt file)')
-    frames = []
-    index = 0
-    try:
-        while max_frames is None or len(frames) < max_frames:
-            if index % frame_stride:
-                # grab() skips a frame without the cost of converting it
-                if not capture.grab():
-                    break
-            else:
-                ok, frame = capture.read()
-                if not ok:
-                    break
-                frames.append(_resize(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), max_side))
-            index += 1
-    finally:
-        capture.release()
-    if not frames:
-        raise DataError(f'{path}: no frame could be decoded')
-    return np.stack(frames)
+    """Decode a video into ``(T, H, W, 3)`` uint8 RGB; see :class:`VideoReader` for the options."""
+    return np.stack(list(VideoReader(path, None, max_frames, frame_stride, max_side).frames()))
 
 
 def _resize(frame, max_side):
@@ -105,6 +164,7 @@ class VideoFile(Dataset):
         self.names = _clip_names(self.paths)
         self.degradation = parse_degradation(degradation)
         self.decode_options = {'max_frames': max_frames, 'frame_stride': frame_stride, 'max_side': max_side}
+        self.description = describe_lr(self.degradation)
         for path in self.paths:
             resolve_video(path)
 

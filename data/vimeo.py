@@ -28,11 +28,22 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset
 
-from .io import DataError, keep_existing, read_frames, read_list, to_float
-from .queries import pixel_queries
+from utils.coords import pixel_queries
+from utils.errors import DataError
+
+from .io import keep_existing, read_frames, read_list, to_float
 from .registry import DATASETS
-from .transforms import augment, check_manifest, check_n_inputs, clip_sample, parse_degradation, resize_to, \
-    to_tensor, training_sample
+from .transforms import (
+    augment,
+    check_manifest,
+    check_n_inputs,
+    clip_sample,
+    describe_lr,
+    parse_degradation,
+    resize_to,
+    to_tensor,
+    training_sample,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +144,7 @@ class Vimeo90KAnyScale(SeptupletFolders):
        degradation (``BI``: MATLAB bicubic to an exact size, rounded to 8 bits per pass; ``PIL``: PIL bicubic);
     4. ``sample_q`` queries drawn without replacement among all (frame, pixel) pairs of the 2N-1 GT
        frames, so the query instants are random among the GT frames (input frames and the ones between),
-       and the pixels a random subset: ``data/queries.py`` gives their (t, y, x), cells (2, 2/G, 2/G) and
+       and the pixels a random subset: ``utils/coords.py`` gives their (t, y, x), cells (2, 2/G, 2/G) and
        GT colours.
 
     Args:
@@ -148,7 +159,7 @@ class Vimeo90KAnyScale(SeptupletFolders):
             smallest patch (7,168 for 32 and s >= 1).
 
     Items: ``{'lq': (N, 3, lq_size, lq_size), 'coord': (Q, 3), 'cell': (Q, 3), 'gt': (Q, 3), 'key'}`` float32,
-    colours in [0, 1] (see ``data/queries.py``).
+    colours in [0, 1] (see ``utils/coords.py``).
     """
 
     def __init__(self, root, list_file='sep_trainlist.txt', degradation=None, n_inputs=4, lq_size=32,
@@ -240,6 +251,7 @@ class Vimeo90KTest(Dataset):
         self.frame_names = [f'im{i}.png' for i in range(1, clip_frames + 1)]
         list_path = Path(root) / list_file
         self.keys = listed_clips(list_path, self.gt_dir, self.lq_dir, lq_root, self.degradation, skip_missing)
+        self.description = describe_lr(self.degradation, lq_root)
 
     def __len__(self):
         return len(self.keys)

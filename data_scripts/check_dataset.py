@@ -26,8 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tqdm import tqdm  # noqa: E402
 
-from data.io import IMAGE_EXTENSIONS, DataError, list_images, read_image, read_list  # noqa: E402
-from utils import cli  # noqa: E402
+from data.io import IMAGE_EXTENSIONS, list_images, read_image, read_list  # noqa: E402
+from engine import cli  # noqa: E402
+from utils.errors import DataError
 
 
 def find_clips(root):

@@ -19,8 +19,9 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from data.io import DataError, list_images, read_image  # noqa: E402
-from utils import cli  # noqa: E402
+from data.io import list_images, read_image  # noqa: E402
+from engine import cli  # noqa: E402
+from utils.errors import DataError
 
 FOURCC = {'.mp4': 'mp4v', '.mov': 'mp4v', '.avi': 'MJPG', '.mkv': 'mp4v'}
 

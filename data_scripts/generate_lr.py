@@ -23,9 +23,10 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from data.degradations import modcrop  # noqa: E402
-from data.io import IMAGE_EXTENSIONS, DataError, read_image, read_list, write_image  # noqa: E402
-from utils import cli  # noqa: E402
+from data.io import IMAGE_EXTENSIONS, read_image, read_list, write_image  # noqa: E402
 from data.transforms import MANIFEST_NAME, degrade, manifest, parse_degradation  # noqa: E402
+from engine import cli  # noqa: E402
+from utils.errors import DataError
 
 
 def find_images(src, folders):

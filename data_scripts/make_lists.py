@@ -21,8 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tqdm import tqdm  # noqa: E402
 
-from data.io import IMAGE_EXTENSIONS, DataError, natural_sort, read_list  # noqa: E402
-from utils import cli  # noqa: E402
+from data.io import IMAGE_EXTENSIONS, natural_sort, read_list  # noqa: E402
+from engine import cli  # noqa: E402
+from utils.errors import DataError
 
 
 def count_images(folder):

@@ -16,9 +16,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tqdm import tqdm  # noqa: E402
 
-from data.io import DataError, write_image  # noqa: E402
-from utils import cli  # noqa: E402
+from data.io import write_image  # noqa: E402
 from data.video import decode_video  # noqa: E402
+from engine import cli  # noqa: E402
+from utils.errors import DataError
 
 
 def write_frame(job):

@@ -1,13 +1,14 @@
 """The non-learned floor every results table carries."""
 import torch
-import torch.nn as nn
 
-from data.degradations import imresize_torch
+from utils.resize import imresize_torch
+
+from .base import VideoNetwork
 from .registry import NETWORKS
 
 
 @NETWORKS.register()
-class BicubicBlend(nn.Module):
+class BicubicBlend(VideoNetwork):
     """MATLAB-style bicubic upscaling of each input frame, linear blending for the missing frames.
 
     forward(lq) -> out
@@ -32,11 +33,12 @@ class BicubicBlend(nn.Module):
         n, factor = lq.shape[1], self.time_factor
         return self.render(lq, [i / factor for i in range((n - 1) * factor + 1)])
 
-    def render(self, lq, times=None, size=None, chunk=None, cell_t=None):
+    any_factor = True
+
+    def render(self, lq, times=None, size=None, chunk=None):
         """lq (b, n, c, h, w) -> (b, m, c, H, W): instant tau (input-frame units, 0 <= tau <= n-1) is up[tau]
         at an input instant, else (1 - a) up[k] + a up[k+1] with k = floor(tau), a = tau - k; each input frame
-        MATLAB-bicubic resized to ``size`` (default: by ``scale``, as ``forward``). ``chunk`` and ``cell_t``
-        are accepted for the renderer interface (Temporal-LIIF) and unused."""
+        MATLAB-bicubic resized to ``size`` (default: by ``scale``, as ``forward``). ``chunk`` is unused."""
         n = lq.shape[1]
         times = [i / 2 for i in range(2 * n - 1)] if times is None else list(times)
         up = imresize_torch(lq, self.scale) if size is None else imresize_torch(lq, size=tuple(size))

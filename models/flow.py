@@ -43,6 +43,7 @@ images' bytes and the backend, so augmented crops of the same frames never colli
 import hashlib
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -142,6 +143,26 @@ def clip_flows(frames, backend='auto', cache_dir=None):
 def stack_clip_flows(forward, backward):
     """``clip_flows``' two lists as one (n-1, 2, H, W, 2) float32 array (dim 1: forward, backward)."""
     return np.stack((np.stack(forward), np.stack(backward)), axis=1)
+
+
+@dataclass(frozen=True)
+class FlowInputs:
+    """The optical flows a flow-guided network takes besides its frames (``VideoNetwork.extra_inputs``).
+
+    Called with ``lq`` (n, 3, h, w) (one clip, as loader workers call it on a sample) or (b, n, 3, h, w) (a
+    batch), float in [0, 1] on any device; returns ``{'flows': (..., n-1, 2, h, w, 2)}`` float32 on the CPU,
+    per clip ``stack_clip_flows(*clip_flows(frames, backend, cache_dir))``. A frozen dataclass, so that
+    DataLoader workers receive it pickled.
+    """
+    backend: str = 'auto'
+    cache_dir: str = None
+    keys = ('flows',)
+
+    def __call__(self, lq):
+        frames = lq.detach().float().cpu().movedim(-3, -1).numpy()
+        clips = frames[None] if frames.ndim == 4 else frames
+        flows = np.stack([stack_clip_flows(*clip_flows(list(clip), self.backend, self.cache_dir)) for clip in clips])
+        return {'flows': torch.from_numpy(flows[0] if frames.ndim == 4 else flows)}
 
 
 def flow_warp(x, flow, align_corners_quirk=True, interp_mode='bilinear', padding_mode='zeros'):

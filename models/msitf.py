@@ -39,157 +39,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .common import ModulatedDeformConv2d, ResidualBlockNoBN, make_layer, pad_to_multiple
+from .alignment import BiDeformableConvLSTM, PCDAlign, add_pyramid_convs, feature_pyramid, lrelu
+from .base import VideoNetwork
+from .common import ResidualBlockNoBN, make_layer, pad_to_multiple
 from .registry import NETWORKS
 from .swinv2 import Swin2SRBody
-
-
-def lrelu(x):
-    return F.leaky_relu(x, 0.1)
-
-
-def up2(x):
-    return F.interpolate(x, scale_factor=2, mode='bilinear', align_corners=False)
-
-
-def feature_pyramid(m, l1):
-    """L1 (b, c, h, w) -> [L1, L2 (h/2), L3 (h/4)] with ``m``'s ``fea_L2_conv1/2`` and ``fea_L3_conv1/2``.
-
-    The network and each Easy-PCD own such a pyramid under these official names.
-    """
-    l2 = lrelu(m.fea_L2_conv2(lrelu(m.fea_L2_conv1(l1))))
-    l3 = lrelu(m.fea_L3_conv2(lrelu(m.fea_L3_conv1(l2))))
-    return [l1, l2, l3]
-
-
-def add_pyramid_convs(m, nf):
-    m.fea_L2_conv1 = nn.Conv2d(nf, nf, 3, 2, 1)
-    m.fea_L2_conv2 = nn.Conv2d(nf, nf, 3, 1, 1)
-    m.fea_L3_conv1 = nn.Conv2d(nf, nf, 3, 2, 1)
-    m.fea_L3_conv2 = nn.Conv2d(nf, nf, 3, 1, 1)
-
-
-class PCDAlign(nn.Module):
-    """One-directional Pyramid, Cascading and Deformable alignment (the ``_1`` half of ZSM's PCD_Align).
-
-    ``forward(fea1, fea2)``: two pyramids [L1 (b, nf, h, w), L2 (h/2), L3 (h/4)] -> (b, nf, h, w).
-    Offsets come from both frames, coarse to fine; the deformable convs sample ``fea1`` (official) or
-    ``(fea1 + fea2) / 2`` (``pcd_input='mean'``), see the module docstring.
-    """
-
-    def __init__(self, nf=64, groups=8, pcd_input='fea1'):
-        super().__init__()
-        if pcd_input not in ('fea1', 'mean'):
-            raise ValueError(f"pcd_input must be 'fea1' or 'mean', got {pcd_input!r}")
-        self.pcd_input = pcd_input
-
-        def dcn():
-            return ModulatedDeformConv2d(nf, nf, 3, 1, 1, deformable_groups=groups, offset_in_channels=nf,
-                                         offset_name='conv_offset', offset_bound=10.)
-
-        self.L3_offset_conv1_1 = nn.Conv2d(nf * 2, nf, 3, 1, 1)
-        self.L3_offset_conv2_1 = nn.Conv2d(nf, nf, 3, 1, 1)
-        self.L3_dcnpack_1 = dcn()
-        self.L2_offset_conv1_1 = nn.Conv2d(nf * 2, nf, 3, 1, 1)
-        self.L2_offset_conv2_1 = nn.Conv2d(nf * 2, nf, 3, 1, 1)
-        self.L2_offset_conv3_1 = nn.Conv2d(nf, nf, 3, 1, 1)
-        self.L2_dcnpack_1 = dcn()
-        self.L2_fea_conv_1 = nn.Conv2d(nf * 2, nf, 3, 1, 1)
-        self.L1_offset_conv1_1 = nn.Conv2d(nf * 2, nf, 3, 1, 1)
-        self.L1_offset_conv2_1 = nn.Conv2d(nf * 2, nf, 3, 1, 1)
-        self.L1_offset_conv3_1 = nn.Conv2d(nf, nf, 3, 1, 1)
-        self.L1_dcnpack_1 = dcn()
-        self.L1_fea_conv_1 = nn.Conv2d(nf * 2, nf, 3, 1, 1)
-
-    def forward(self, fea1, fea2):
-        x = fea1 if self.pcd_input == 'fea1' else [(a + b) / 2 for a, b in zip(fea1, fea2)]
-        l3_off = lrelu(self.L3_offset_conv1_1(torch.cat([fea1[2], fea2[2]], 1)))
-        l3_off = lrelu(self.L3_offset_conv2_1(l3_off))
-        l3_fea = lrelu(self.L3_dcnpack_1(x[2], l3_off))
-
-        l2_off = lrelu(self.L2_offset_conv1_1(torch.cat([fea1[1], fea2[1]], 1)))
-        l2_off = lrelu(self.L2_offset_conv2_1(torch.cat([l2_off, up2(l3_off) * 2], 1)))
-        l2_off = lrelu(self.L2_offset_conv3_1(l2_off))
-        l2_fea = self.L2_dcnpack_1(x[1], l2_off)
-        l2_fea = lrelu(self.L2_fea_conv_1(torch.cat([l2_fea, up2(l3_fea)], 1)))
-
-        l1_off = lrelu(self.L1_offset_conv1_1(torch.cat([fea1[0], fea2[0]], 1)))
-        l1_off = lrelu(self.L1_offset_conv2_1(torch.cat([l1_off, up2(l2_off) * 2], 1)))
-        l1_off = lrelu(self.L1_offset_conv3_1(l1_off))
-        l1_fea = self.L1_dcnpack_1(x[0], l1_off)
-        return self.L1_fea_conv_1(torch.cat([l1_fea, up2(l2_fea)], 1))
-
-
-class EasyPCD(nn.Module):
-    """Pyramid of both inputs, :class:`PCDAlign`, 1x1 ``fusion``: (b, nf, h, w) x 2 -> (b, nf, h, w), h, w % 4 == 0."""
-
-    def __init__(self, nf=64, groups=8, pcd_input='fea1'):
-        super().__init__()
-        add_pyramid_convs(self, nf)
-        self.pcd_align = PCDAlign(nf, groups, pcd_input)
-        self.fusion = nn.Conv2d(nf, nf, 1)
-
-    def forward(self, f1, f2):
-        b = f1.shape[0]
-        levels = feature_pyramid(self, torch.cat([f1, f2], 0))
-        return self.fusion(self.pcd_align([l[:b] for l in levels], [l[b:] for l in levels]))
-
-
-class ConvLSTMCell(nn.Module):
-    """ConvLSTM cell: one 3x3 conv on [input, h] gives the i, f, o, g gates. -> (h', c'), each (b, hidden, h, w)."""
-
-    def __init__(self, input_dim, hidden_dim, kernel_size=3):
-        super().__init__()
-        self.hidden_dim = hidden_dim
-        self.conv = nn.Conv2d(input_dim + hidden_dim, 4 * hidden_dim, kernel_size, 1, kernel_size // 2)
-
-    def forward(self, x, state):
-        h, c = state
-        i, f, o, g = torch.split(self.conv(torch.cat([x, h], 1)), self.hidden_dim, dim=1)
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        return torch.sigmoid(o) * torch.tanh(c), c
-
-
-class DeformableConvLSTM(nn.Module):
-    """One-layer ConvLSTM whose h and c are aligned to the current input (Easy-PCD) before each step.
-
-    ``forward(x)``: (b, t, nf, h, w) -> hidden states (b, t, nf, h, w); the state starts at zero.
-    ``cell_list`` holds the one cell (the official class allowed several layers; MSITF uses one).
-    """
-
-    def __init__(self, nf=64, groups=8, pcd_input='fea1'):
-        super().__init__()
-        self.cell_list = nn.ModuleList([ConvLSTMCell(nf, nf)])
-        self.pcd_h = EasyPCD(nf, groups, pcd_input)
-        self.pcd_c = EasyPCD(nf, groups, pcd_input)
-
-    def forward(self, x):
-        b, t, c, h, w = x.shape
-        state_h = state_c = x.new_zeros(b, c, h, w)
-        outputs = []
-        for i in range(t):
-            frame = x[:, i]
-            state_h, state_c = self.cell_list[0](frame, (self.pcd_h(frame, state_h), self.pcd_c(frame, state_c)))
-            outputs.append(state_h)
-        return torch.stack(outputs, 1)
-
-
-class BiDeformableConvLSTM(nn.Module):
-    """The same :class:`DeformableConvLSTM` over the sequence and its reverse, outputs fused by a 1x1 conv.
-
-    ``forward(x)``: (b, t, nf, h, w) -> (b, t, nf, h, w). Both directions run as one batch (same weights).
-    """
-
-    def __init__(self, nf=64, groups=8, pcd_input='fea1'):
-        super().__init__()
-        self.forward_net = DeformableConvLSTM(nf, groups, pcd_input)
-        self.conv_1x1 = nn.Conv2d(2 * nf, nf, 1)
-
-    def forward(self, x):
-        b, t, c, h, w = x.shape
-        both = self.forward_net(torch.cat([x, x.flip(1)], 0))
-        fused = self.conv_1x1(torch.cat([both[:b], both[b:].flip(1)], 2).view(b * t, 2 * c, h, w))
-        return fused.view(b, t, c, h, w)
 
 
 class TemporalAttention(nn.Module):
@@ -213,7 +67,7 @@ class TemporalAttention(nn.Module):
 
 
 @NETWORKS.register('MSITF')
-class MSITF(nn.Module):
+class MSITF(VideoNetwork):
     """MSITF network: ``forward(x)``, x (b, n, 3, h, w) RGB in [0, 1] -> (b, 2n - 1, 3, 4h, 4w), RGB, nominally
     [0, 1], not clamped. Frames 0, 2, .., 2n - 2 of the output are the input instants. Any h, w.
 
@@ -241,14 +95,18 @@ class MSITF(nn.Module):
                  trunk_depths=(2, 2, 2, 2, 2, 2), trunk_heads=(4, 4, 4, 4, 4, 4), window_size=8, mlp_ratio=2.,
                  img_size=32, drop_path_rate=0.1, hr_nf=64):
         super().__init__()
+        if pcd_input not in ('fea1', 'mean'):
+            raise ValueError(f"pcd_input must be 'fea1' or 'mean', got {pcd_input!r}")
+        # one-directional PCD with offsets bounded by 10 tanh; 'fea1' samples the source pyramid alone
+        pcd = {'directions': 1, 'offset_bound': 10., 'sample': 'src' if pcd_input == 'fea1' else 'mean'}
         embed_dim = embed_dim or nf
-        self.pad_multiple = math.lcm(4, window_size)
+        self.size_multiple = math.lcm(4, window_size)
         self.conv_first = nn.Conv2d(3, nf, 3, 1, 1)
         self.feature_extraction = make_layer(ResidualBlockNoBN, front_RBs, nf=nf)
         add_pyramid_convs(self, nf)
-        self.pcd_align = PCDAlign(nf, groups, pcd_input)
+        self.pcd_align = PCDAlign(nf, groups, **pcd)
         self.fusion = nn.Conv2d(nf, nf, 1)
-        self.ConvBLSTM = BiDeformableConvLSTM(nf, groups, pcd_input)
+        self.ConvBLSTM = BiDeformableConvLSTM(nf, groups, **pcd)
         self.attn = TemporalAttention(nf, num_heads=8)
         self.recon_trunk = Swin2SRBody(in_chans=nf, embed_dim=embed_dim, depths=tuple(trunk_depths),
                                        num_heads=tuple(trunk_heads), window_size=window_size,
@@ -265,7 +123,7 @@ class MSITF(nn.Module):
         base = F.interpolate(x.transpose(1, 2), (t, 4 * h, 4 * w), mode='trilinear',
                              align_corners=False).transpose(1, 2)
 
-        feat, _ = pad_to_multiple(lrelu(self.conv_first(x.reshape(b * n, c, h, w))), self.pad_multiple)
+        feat, _ = pad_to_multiple(lrelu(self.conv_first(x.reshape(b * n, c, h, w))), self.size_multiple)
         levels = feature_pyramid(self, self.feature_extraction(feat))
         levels = [l.view(b, n, *l.shape[1:]) for l in levels]
 

@@ -44,14 +44,13 @@ sign flipped.
 """
 import math
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .adapters import register_adapter, unwrap
+from .base import VideoNetwork
 from .common import ModulatedDeformConv2d, ResidualBlockNoBN, make_layer, pad_to_multiple
-from .flow import clip_flows, flow_warp, stack_clip_flows
+from .flow import FlowInputs, flow_warp
 from .registry import NETWORKS
 
 
@@ -185,7 +184,7 @@ class SpatialTemporalTransformer(nn.Module):
 
 
 @NETWORKS.register('MSTT')
-class MSTTr(nn.Module):
+class MSTTr(VideoNetwork):
     """MSTT, x4 in space, x2 in time.
 
     ``forward(x, f_flow, b_flow)`` (the official signature):
@@ -200,7 +199,7 @@ class MSTTr(nn.Module):
     ``MSTTr(64, 3, 8, 5, 20)`` working: the official class stores it in attributes it never reads.
     ``patchsize``, ``channel`` (transformer width) and ``stack_nums`` are fixed inside the official
     transformer; they are arguments here for small configurations. ``flow_backend`` is the
-    ``models.flow`` backend the adapter uses when a batch brings no flows.
+    ``models.flow`` backend ``predict`` uses when a batch brings no flows.
     """
 
     def __init__(self, nf=64, nframes=3, groups=8, front_RBs=5, back_RBs=20, patchsize=(40, 20, 10, 5),
@@ -225,6 +224,19 @@ class MSTTr(nn.Module):
         self.HRconv = nn.Conv2d(nf, nf, 3, 1, 1)
         self.conv_last = nn.Conv2d(nf, 3, 3, 1, 1)
         self.lrelu = nn.LeakyReLU(0.1, inplace=True)
+
+    def extra_inputs(self, cache_dir=None):
+        return FlowInputs(self.flow_backend, cache_dir)
+
+    def predict(self, lq, extras=None):
+        """lq (b, n, 3, h, w) in [0, 1] -> (b, 2n-1, 3, 4h, 4w).
+
+        Flows come from ``extras['flows']`` when the batch has them (computed in the loader workers by
+        ``extra_inputs()``): (b, n-1, 2, h, w, 2), dim 2 = forward, backward; last dim = (u, v). Otherwise
+        the same ``FlowInputs`` computes them here, on the CPU.
+        """
+        flows = self.inputs_for(lq, extras)['flows'].to(lq.dtype)
+        return self(lq, list(flows[:, :, 0].unbind(1)), list(flows[:, :, 1].unbind(1)))
 
     def interpolate_feature(self, feat1, feat2, flow12, flow21):
         """Feature of the frame between two inputs: (b, nf, h, w) x 2 and flows (b, h, w, 2) x 2."""
@@ -260,22 +272,3 @@ class MSTTr(nn.Module):
         out = self.lrelu(self.pixel_shuffle(self.upconv2(out)))
         out = self.conv_last(self.lrelu(self.HRconv(out)))
         return out.view(b, 2 * n - 1, -1, 4 * hp, 4 * wp)[..., :4 * h, :4 * w]
-
-
-@register_adapter(MSTTr)
-def predict_mstt(net, lq, extras):
-    """lq (b, n, 3, h, w) in [0, 1] -> (b, 2n-1, 3, 4h, 4w).
-
-    Flows come from ``extras['flows']`` when the batch has them (e.g. computed in loader workers):
-    (b, n-1, 2, h, w, 2), per clip ``stack_clip_flows(*clip_flows(frames))`` of ``models.flow``
-    (dim 2 = forward, backward; last dim = (u, v)). Otherwise they are computed here on the CPU, per
-    clip, with the network's ``flow_backend`` (about 1-2 ms per pair at 160x160 with OpenCV DIS).
-    """
-    module = unwrap(net)
-    flows = extras.get('flows')
-    if flows is None:
-        clips = lq.detach().permute(0, 1, 3, 4, 2).float().cpu().numpy()
-        flows = torch.from_numpy(np.stack([stack_clip_flows(*clip_flows(list(clip), module.flow_backend))
-                                           for clip in clips]))
-    flows = flows.to(device=lq.device, dtype=lq.dtype)
-    return net(lq, list(flows[:, :, 0].unbind(1)), list(flows[:, :, 1].unbind(1)))

@@ -4,7 +4,7 @@ Re-implements alterzero/STARnet @cf7a0bc: ``fbpn_sr_rbpn_v4.py::Net`` (STAR, "V4
 ``main.py``) and ``fbpn_sr_rbpn_v4_ref.py::Net`` (STAR with flow refinement, "V4_REF", the network
 ``eval.py`` loads), with ``rbpn.py``, ``dbpns_rbpn.py``, ``autoencoder_v4.py`` and the blocks of
 ``base_networks.py``. Attribute names follow the official ones, so official checkpoints load with
-``strict=True``; their 'module.' prefix (DataParallel) is stripped by ``utils.checkpoint.load_weights``.
+``strict=True``; their 'module.' prefix (DataParallel) is stripped by ``engine.checkpoint.load_weights``.
 
 One pair of LR frames (I_t, I_t+1) and the flows between them give HR I_t, I_t+1/2, I_t+1 and LR I_t+1/2:
 
@@ -22,7 +22,7 @@ One pair of LR frames (I_t, I_t+1) and the flows between them give HR I_t, I_t+1
    stage-2 (final) outputs from ``reconstruction_h`` and ``reconstruction_l``.
 
 Everything lives in ImageNet-normalised RGB, as the official dataset feeds it; flows are given as the
-official dataset makes them (see ``STARnet``). The adapter ``predict_starnet`` does both conversions.
+official dataset makes them (see ``STARnet``). ``STARnet.predict`` does both conversions.
 
 Official quirks, reproduced:
 
@@ -51,15 +51,12 @@ the bottom/right inside (for the U-Net: to 32, and the width to 64 where the bot
 single value in training; for x2: to even sizes) and outputs cropped back; sizes that need no padding
 run exactly the official computation.
 """
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from utils.options import OptionsError
-
-from .adapters import register_adapter, register_loss_hook, unwrap
-from .flow import clip_flows, compute_flow, stack_clip_flows
+from .base import VideoNetwork
+from .flow import FlowInputs, compute_flow
 from .registry import NETWORKS
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -338,7 +335,7 @@ def _pad_bottom_right(x, h, w):
 
 
 @NETWORKS.register('STARnet')
-class STARnet(nn.Module):
+class STARnet(VideoNetwork):
     """STARnet, x``scale_factor`` in space, x2 in time, on one pair of LR frames.
 
     ``forward(t_im1, t_im2, t_flow_f, t_flow_b, train=True)`` (the official signature):
@@ -359,7 +356,7 @@ class STARnet(nn.Module):
     beside ``flow_net``, hence its checkpoint names; ``False`` is ``fbpn_sr_rbpn_v4.Net``
     (58,092,269). ``unet_width`` is fixed to 64 in the official U-Net; it is an argument for small
     configurations. The RBPN always has 5 residual blocks per body, as officially. ``flow_backend``
-    is the ``models.flow`` backend the adapter uses when a batch brings no flows. Nothing is loaded
+    is the ``models.flow`` backend ``predict`` uses when a batch brings no flows. Nothing is loaded
     implicitly (the official constructor loads pretrained RBPN weights by default).
     """
 
@@ -368,9 +365,10 @@ class STARnet(nn.Module):
         super().__init__()
         if scale_factor not in KERNEL_STRIDE_PADDING:
             raise ValueError(f'scale_factor must be one of {sorted(KERNEL_STRIDE_PADDING)}, got {scale_factor}')
-        self.scale_factor = scale_factor
+        self.scale_factor = self.scale = scale_factor
         self.flow_refinement = flow_refinement
         self.flow_backend = flow_backend
+        self.configure_loss()
         if flow_refinement:
             self.model = STARnet(base_filter, feat, num_stages, n_resblock, scale_factor, flow_refinement=False)
             self.flow_net = FlowRefinementUNet(8, 2, unet_width)
@@ -470,6 +468,100 @@ class STARnet(nn.Module):
                        self.reconstruction_l(L)))
         return stages
 
+    # --- the toolbox interface (models/base.py) -------------------------------------------------------
+
+    own_loss = True
+
+    def extra_inputs(self, cache_dir=None):
+        return FlowInputs(self.flow_backend, cache_dir)
+
+    def pair_inputs(self, lq, extras=None):
+        """Official inputs (t_im1, t_im2, t_flow_f, t_flow_b) of the n-1 adjacent pairs of each clip, pairs
+        stacked in the batch dimension (pair i of clip j at j * (n-1) + i). Flows from ``extras['flows']``
+        (b, n-1, 2, h, w, 2) pixel flows (dim 2: forward, backward), else computed with ``flow_backend``."""
+        b, n = lq.shape[:2]
+        if n < 2:
+            raise ValueError(f'STARnet needs at least 2 frames per clip, got {n}')
+        flows = official_flow(self.inputs_for(lq, extras)['flows'].to(lq.dtype))
+        x = normalise(lq)
+        return (x[:, :-1].flatten(0, 1), x[:, 1:].flatten(0, 1), flows[:, :, 0].flatten(0, 1),
+                flows[:, :, 1].flatten(0, 1))
+
+    def predict(self, lq, extras=None):
+        """lq (b, n, 3, h, w) in [0, 1], n >= 2 -> (b, 2n-1, 3, s*h, s*w), [0, 1] scale, not clamped.
+
+        Runs the n-1 adjacent pairs (4 frames -> 3 pairs -> 7 frames; 2 -> 1 -> 3) in one batch and
+        assembles the clip with ``assemble_clip``. Frames are ImageNet-normalised and flows mapped to the
+        official units (``official_flow``) on the way in; outputs are de-normalised.
+        """
+        b, n = lq.shape[:2]
+        ht, h1, h2, _ = self(*self.pair_inputs(lq, extras), train=False)
+        return denormalise(assemble_clip(*(x.unflatten(0, (b, n - 1)) for x in (ht, h1, h2))))
+
+    def configure_loss(self, train_obj='STAR', perceptual=False, feature_weight=0.1, flow_weight=0.1,
+                       feature_extractor=None):
+        """The official objective's options (``train.network_loss``); see ``training_losses``.
+
+        ``perceptual: true`` loads the official VGG19 (``vgg19_features``) here, once, so that a missing
+        download fails before training starts; ``feature_extractor`` (a module) replaces it (tests).
+        """
+        if train_obj not in TRAIN_OBJECTIVES:
+            raise ValueError(f'train_obj must be one of {", ".join(TRAIN_OBJECTIVES)}, got {train_obj!r}')
+        if perceptual and feature_extractor is None:
+            feature_extractor = perceptual_network('cpu')
+        # a plain attribute, not a submodule: the VGG is not part of STARnet's state_dict
+        self.loss_options = {'weights': TRAIN_OBJECTIVES[train_obj], 'features': feature_extractor,
+                                         'feature_weight': feature_weight, 'flow_weight': flow_weight}
+
+    def training_losses(self, lq, gt, extras, criterion=None):
+        """The official STARnet training loss on a toolbox batch: (pred, {name: loss}); ``criterion`` unused.
+
+        lq (b, n, 3, h, w) and gt (b, 2n-1, 3, s*h, s*w) in [0, 1]; pred is ``predict``'s clip (final
+        stage), for logging. Each adjacent pair is one official sample: targets gt[2i] (h1), gt[2i+1] (ht),
+        gt[2i+2] (h2) and the LR middle frame ``lr_targets(gt[2i+1])`` (l), all ImageNet-normalised; pairs
+        share the batch, so every term is a mean over pairs.
+
+        - 'pixel': sum over outputs of the ``TRAIN_OBJECTIVES[train_obj]`` weight times the sum over the
+          two stages of ``STAGE_WEIGHTS`` times the L1 mean (main.py ``mse_loss_calc``).
+        - 'feature' (``perceptual``): ``feature_weight`` times the same weighting of the MSE between
+          VGG19 features of prediction and target (``feat_loss_calc``).
+        - 'flow' (flow-refined network, if ``flow_weight``): ``flow_weight`` times MSE(refined f, target f)
+          + MSE(refined b, target b) against ``flow_targets`` (main_refinement_flow.py), or against
+          ``extras['flow_targets']`` (b, n-1, 2, 2, h, w) when the batch brings them.
+        """
+        options = self.loss_options
+        features = options['features']
+        if features is not None:
+            features = features.to(lq.device)
+        b, n, _, h, w = lq.shape
+        outputs = self(*self.pair_inputs(lq, extras), train=True)
+        gt_pairs = gt.unfold(1, 3, 2).movedim(-1, 2)  # (b, n-1, 3 frames, 3, H, W): h1, ht, h2
+        lq_mid = lr_targets(gt[:, 1::2], (h, w))
+        targets = [normalise(x).flatten(0, 1)
+                   for x in (gt_pairs[:, :, 1], gt_pairs[:, :, 0], gt_pairs[:, :, 2], lq_mid)]
+
+        losses = {'pixel': 0.}
+        if features is not None:
+            losses['feature'] = 0.
+        for weight, stages, target in zip(options['weights'], outputs[:4], targets):
+            if not weight:
+                continue
+            target_features = features(target).detach() if features is not None else None
+            for stage_weight, pred in zip(STAGE_WEIGHTS, stages):
+                losses['pixel'] = losses['pixel'] + weight * stage_weight * F.l1_loss(pred, target)
+                if features is not None:
+                    losses['feature'] = losses['feature'] + options['feature_weight'] * weight * stage_weight * \
+                        F.mse_loss(features(pred), target_features)
+        if self.flow_refinement and options['flow_weight']:
+            flow_gt = (extras or {}).get('flow_targets')
+            if flow_gt is None:
+                flow_gt = flow_targets(lq, lq_mid, self.flow_backend)
+            flow_gt = flow_gt.to(device=lq.device, dtype=lq.dtype).flatten(0, 1)
+            losses['flow'] = options['flow_weight'] * (F.mse_loss(outputs[4], flow_gt[:, 0]) +
+                                                       F.mse_loss(outputs[5], flow_gt[:, 1]))
+        final = (x[-1].unflatten(0, (b, n - 1)) for x in outputs[:3])
+        return denormalise(assemble_clip(*final)), losses
+
 
 def normalise(x):
     """RGB in [0, 1] (channels at dim -3) -> ImageNet-normalised, as the official dataset feeds STARnet."""
@@ -489,31 +581,6 @@ def official_flow(flow):
     return -flow.clamp(-MAX_FLOW, MAX_FLOW).movedim(-1, -3) / MAX_FLOW
 
 
-def clip_flow_tensor(net, lq, extras):
-    """(b, n-1, 2, h, w, 2) pixel flows of every adjacent pair (dim 2: forward, backward).
-
-    From ``extras['flows']`` when the batch has them (``stack_clip_flows(*clip_flows(frames))`` per
-    clip, as for MSTT), else computed here on the CPU with the network's ``flow_backend``.
-    """
-    flows = extras.get('flows')
-    if flows is None:
-        backend = unwrap(net).flow_backend
-        clips = lq.detach().permute(0, 1, 3, 4, 2).float().cpu().numpy()
-        flows = torch.from_numpy(np.stack([stack_clip_flows(*clip_flows(list(clip), backend)) for clip in clips]))
-    return flows.to(device=lq.device, dtype=lq.dtype)
-
-
-def pair_inputs(net, lq, extras):
-    """Official inputs (t_im1, t_im2, t_flow_f, t_flow_b) of the n-1 adjacent pairs of each clip,
-    pairs stacked in the batch dimension (pair i of clip j at j * (n-1) + i)."""
-    b, n = lq.shape[:2]
-    if n < 2:
-        raise ValueError(f'STARnet needs at least 2 frames per clip, got {n}')
-    flows = official_flow(clip_flow_tensor(net, lq, extras))
-    x = normalise(lq)
-    return x[:, :-1].flatten(0, 1), x[:, 1:].flatten(0, 1), flows[:, :, 0].flatten(0, 1), flows[:, :, 1].flatten(0, 1)
-
-
 def assemble_clip(ht, h1, h2):
     """Per-pair HR outputs (b, n-1, c, H, W) -> the clip (b, 2n-1, c, H, W), [I_0, I_0.5, I_1, ...].
 
@@ -527,19 +594,6 @@ def assemble_clip(ht, h1, h2):
         frames.append(ht[:, i])
         frames.append(h2[:, i] if i == ht.shape[1] - 1 else (h2[:, i] + h1[:, i + 1]) / 2)
     return torch.stack(frames, dim=1)
-
-
-@register_adapter(STARnet)
-def predict_starnet(net, lq, extras):
-    """lq (b, n, 3, h, w) in [0, 1], n >= 2 -> (b, 2n-1, 3, s*h, s*w), [0, 1] scale, not clamped.
-
-    Runs the n-1 adjacent pairs (4 frames -> 3 pairs -> 7 frames; 2 -> 1 -> 3) in one batch and
-    assembles the clip with ``assemble_clip``. Frames are ImageNet-normalised and flows mapped to the
-    official units (``official_flow``) on the way in; outputs are de-normalised.
-    """
-    b, n = lq.shape[:2]
-    ht, h1, h2, _ = net(*pair_inputs(net, lq, extras), train=False)
-    return denormalise(assemble_clip(*(x.unflatten(0, (b, n - 1)) for x in (ht, h1, h2))))
 
 
 # Target weights (ht, h1, h2, l) of the official objectives: main.py trains STAR;
@@ -566,9 +620,8 @@ def perceptual_network(device):
         try:
             _PERCEPTUAL[device] = vgg19_features().to(device)
         except Exception as e:  # the download's many failure types (URLError, SSL, HTTP, disk)
-            raise OptionsError(f'train.network_loss.perceptual: the VGG19 ImageNet weights could not be loaded '
-                               f'({type(e).__name__}: {e}); set perceptual: false to train without the '
-                               'feature loss') from None
+            raise ValueError(f'perceptual: the VGG19 ImageNet weights could not be loaded ({type(e).__name__}: '
+                             f'{e}); set perceptual: false to train without the feature loss') from None
     return _PERCEPTUAL[device]
 
 
@@ -595,55 +648,3 @@ def flow_targets(lq, lq_mid, backend):
                                                flow(clip[i + 1], mid[i]) + flow(mid[i], clip[i])))
                                   for i in range(len(mid))]))
     return torch.stack(clips).to(device=lq.device, dtype=lq.dtype)
-
-
-@register_loss_hook(STARnet)
-def starnet_losses(net, lq, gt, extras, train_obj='STAR', perceptual=False, feature_weight=0.1, flow_weight=0.1,
-                   feature_extractor=None):
-    """The official STARnet training loss on a toolbox batch: returns (pred, {name: loss}).
-
-    lq (b, n, 3, h, w) and gt (b, 2n-1, 3, s*h, s*w) in [0, 1]; pred is ``predict_starnet``'s clip
-    (final stage), for logging. Each adjacent pair is one official sample: targets gt[2i] (h1),
-    gt[2i+1] (ht), gt[2i+2] (h2) and the LR middle frame ``lr_targets(gt[2i+1])`` (l), all
-    ImageNet-normalised; pairs share the batch, so every term is a mean over pairs.
-
-    - 'pixel': sum over outputs of the ``TRAIN_OBJECTIVES[train_obj]`` weight times
-      sum over the two stages of ``STAGE_WEIGHTS`` times the L1 mean (main.py ``mse_loss_calc``).
-    - 'feature' (``perceptual: true``, the official VGG19 ``vgg19_features()``, or a given
-      ``feature_extractor``): ``feature_weight`` times the same weighting of the MSE between features of
-      prediction and target (``feat_loss_calc``).
-    - 'flow' (flow-refined network, if ``flow_weight``): ``flow_weight`` times MSE(refined f, target f)
-      + MSE(refined b, target b) against ``flow_targets`` (main_refinement_flow.py), or against
-      ``extras['flow_targets']`` (b, n-1, 2, 2, h, w) when the batch brings them.
-    """
-    module = unwrap(net)
-    if perceptual and feature_extractor is None:
-        feature_extractor = perceptual_network(lq.device)
-    b, n, _, h, w = lq.shape
-    outputs = net(*pair_inputs(net, lq, extras), train=True)
-    gt_pairs = gt.unfold(1, 3, 2).movedim(-1, 2)  # (b, n-1, 3 frames, 3, H, W): h1, ht, h2
-    lq_mid = lr_targets(gt[:, 1::2], (h, w))
-    targets = [normalise(x).flatten(0, 1) for x in (gt_pairs[:, :, 1], gt_pairs[:, :, 0], gt_pairs[:, :, 2], lq_mid)]
-    weights = TRAIN_OBJECTIVES[train_obj]
-
-    losses = {'pixel': 0.}
-    if feature_extractor is not None:
-        losses['feature'] = 0.
-    for weight, stages, target in zip(weights, outputs[:4], targets):
-        if not weight:
-            continue
-        target_features = feature_extractor(target).detach() if feature_extractor is not None else None
-        for stage_weight, pred in zip(STAGE_WEIGHTS, stages):
-            losses['pixel'] = losses['pixel'] + weight * stage_weight * F.l1_loss(pred, target)
-            if feature_extractor is not None:
-                losses['feature'] = losses['feature'] + feature_weight * weight * stage_weight * F.mse_loss(
-                    feature_extractor(pred), target_features)
-    if module.flow_refinement and flow_weight:
-        flow_gt = extras.get('flow_targets')
-        if flow_gt is None:
-            flow_gt = flow_targets(lq, lq_mid, module.flow_backend)
-        flow_gt = flow_gt.to(device=lq.device, dtype=lq.dtype).flatten(0, 1)
-        losses['flow'] = flow_weight * (F.mse_loss(outputs[4], flow_gt[:, 0]) + F.mse_loss(outputs[5], flow_gt[:, 1]))
-
-    final = (x[-1].unflatten(0, (b, n - 1)) for x in outputs[:3])
-    return denormalise(assemble_clip(*final)), losses

@@ -4,7 +4,7 @@ Re-implementation of littlewhitesea/STDAN @1f10a1d ``codes/models/modules/sttran
 parts ``dconv.py::PCD_Align_modified``, ``def_enc_dec.py::STDFA`` and ``trans_enc_dec.py::Spatial_decoder``
 (here ``models.swinir.SwinIRBody``). Attribute names follow the official ones, so the authors' checkpoint
 ``STDAN_20220306.pth`` loads with ``strict=True`` and no conversion. The compiled DCNv2 ops are replaced by
-``models.common.ModulatedDeformConv2d`` (the modulated deformable convs) and by ``models.common.modulated_deform_sample``
+``models.common.ModulatedDeformConv2d`` (the modulated deformable convs, in ``models.alignment``) and by ``models.common.modulated_deform_sample``
 (the deformable sampling of STDFA, through ``grid_sample``).
 
 Pipeline (nf = 64, embed_dim = 72):
@@ -20,9 +20,10 @@ import math
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from .common import ModulatedDeformConv2d, modulated_deform_sample, pad_to_multiple
+from .alignment import EasyPCD, PCDAlign, add_pyramid_convs, feature_pyramid, lrelu
+from .base import VideoNetwork
+from .common import modulated_deform_sample, pad_to_multiple
 from .registry import NETWORKS
 from .swinir import SwinIRBody
 
@@ -50,109 +51,28 @@ class DeformableSampling(nn.Module):
                      for x in inputs)
 
 
-class PCDAlign(nn.Module):
-    """Bidirectional 3-level PCD alignment of Zooming Slow-Mo (official ``PCD_Align``).
-
-    forward(fea1, fea2) with fea = [L1 (b, nf, h, w), L2 (h/2), L3 (h/4)] -> (b, 2*nf, h, w):
-    cat(fea1 aligned towards fea2, fea2 aligned towards fea1); modules ``*_1`` serve the first, ``*_2``
-    the second direction. Each level predicts DCNv2 offsets (``groups`` groups) from the pair and the
-    upsampled, doubled offset features of the coarser level.
-    """
-
-    def __init__(self, nf=64, groups=8):
-        super().__init__()
-        for d in (1, 2):
-            for level in (3, 2, 1):
-                setattr(self, f'L{level}_offset_conv1_{d}', nn.Conv2d(2 * nf, nf, 3, 1, 1))
-                if level < 3:
-                    setattr(self, f'L{level}_offset_conv2_{d}', nn.Conv2d(2 * nf, nf, 3, 1, 1))
-                    setattr(self, f'L{level}_offset_conv3_{d}', nn.Conv2d(nf, nf, 3, 1, 1))
-                else:
-                    setattr(self, f'L{level}_offset_conv2_{d}', nn.Conv2d(nf, nf, 3, 1, 1))
-                dcn = ModulatedDeformConv2d(nf, nf, 3, 1, 1, deformable_groups=groups, offset_in_channels=nf,
-                                            offset_name='conv_offset')
-                # detectron2's ModulatedDeformConv init, which the official DCNv2Pack inherits
-                nn.init.kaiming_uniform_(dcn.weight, nonlinearity='relu')
-                setattr(self, f'L{level}_dcnpack_{d}', dcn)
-                if level < 3:
-                    setattr(self, f'L{level}_fea_conv_{d}', nn.Conv2d(2 * nf, nf, 3, 1, 1))
-        self.lrelu = nn.LeakyReLU(0.1)
-
-    def align(self, d, src, ref):
-        """Align pyramid ``src`` towards ``ref`` with the modules of direction ``d``."""
-        def m(name):
-            return getattr(self, f'{name}_{d}')
-
-        def up(t):
-            return F.interpolate(t, scale_factor=2, mode='bilinear', align_corners=False)
-
-        offset = self.lrelu(m('L3_offset_conv1')(torch.cat((src[2], ref[2]), dim=1)))
-        offset = self.lrelu(m('L3_offset_conv2')(offset))
-        fea = self.lrelu(m('L3_dcnpack')(src[2], offset))
-        for level in (2, 1):
-            i = level - 1
-            new = self.lrelu(m(f'L{level}_offset_conv1')(torch.cat((src[i], ref[i]), dim=1)))
-            offset = self.lrelu(m(f'L{level}_offset_conv2')(torch.cat((new, up(offset) * 2), dim=1)))
-            offset = self.lrelu(m(f'L{level}_offset_conv3')(offset))
-            fea = m(f'L{level}_fea_conv')(torch.cat((m(f'L{level}_dcnpack')(src[i], offset), up(fea)), dim=1))
-            if level == 2:  # the finest level's output stays linear
-                fea = self.lrelu(fea)
-        return fea
-
-    def forward(self, fea1, fea2):
-        return torch.cat((self.align(1, fea1, fea2), self.align(2, fea2, fea1)), dim=1)
-
-
-def pyramid_levels(m, l1):
-    """[L1, L2 (h/2), L3 (h/4)] from L1 (b, nf, h, w) through the ``fea_L{2,3}_conv{1,2}`` of module ``m``
-    (two stride-2 conv + conv stages with LeakyReLU(0.1), as in Zooming Slow-Mo)."""
-    l2 = F.leaky_relu(m.fea_L2_conv2(F.leaky_relu(m.fea_L2_conv1(l1), 0.1)), 0.1)
-    l3 = F.leaky_relu(m.fea_L3_conv2(F.leaky_relu(m.fea_L3_conv1(l2), 0.1)), 0.1)
-    return [l1, l2, l3]
-
-
-class HiddenAlign(nn.Module):
-    """Official ``Easy_PCD``: pyramids of two features, bidirectional PCD, 1x1 fusion.
-
-    forward(f1, f2): (b, nf, h, w) each -> (b, nf, h, w).
-    """
-
-    def __init__(self, nf=64, groups=8):
-        super().__init__()
-        self.fea_L2_conv1 = nn.Conv2d(nf, nf, 3, 2, 1)
-        self.fea_L2_conv2 = nn.Conv2d(nf, nf, 3, 1, 1)
-        self.fea_L3_conv1 = nn.Conv2d(nf, nf, 3, 2, 1)
-        self.fea_L3_conv2 = nn.Conv2d(nf, nf, 3, 1, 1)
-        self.pcd_align = PCDAlign(nf, groups)
-        self.fusion = nn.Conv2d(2 * nf, nf, 1)
-
-    def forward(self, f1, f2):
-        b = f1.shape[0]
-        levels = pyramid_levels(self, torch.cat((f1, f2), dim=0))
-        return self.fusion(self.pcd_align([t[:b] for t in levels], [t[b:] for t in levels]))
-
-
 class LSTFIStep(PCDAlign):
-    """One recurrent step of LSTFI (official ``PCD_Align_modified``).
+    """One recurrent step of LSTFI (official ``PCD_Align_modified``); its deformable convs, and those of
+    ``pcd_h``, start from detectron2's Kaiming init, which the official DCNv2Pack inherits.
 
     forward(hid, fea1, fea2): hidden state (b, nf, h, w), pyramids of two neighbouring frames
     -> (y, new hidden), both (b, nf, h, w), y being the feature of the frame between them:
-    y = fusion(PCD(fea1, fea2)); hid = HiddenAlign(y, hid); y = fusion_1x1(cat(hid, y));
+    y = fusion(PCD(fea1, fea2)); hid = EasyPCD(y, hid); y = fusion_1x1(cat(hid, y));
     new hidden = conv_h2(LeakyReLU(conv_h1(y))).
     """
 
     def __init__(self, nf=64, groups=8):
-        super().__init__(nf, groups)
+        super().__init__(nf, groups, dcn_init='kaiming')
         self.fusion = nn.Conv2d(2 * nf, nf, 1)
         self.conv_h1 = nn.Conv2d(nf, nf, 3, 1, 1)
         self.conv_h2 = nn.Conv2d(nf, nf, 3, 1, 1)
         self.fusion_1x1 = nn.Conv2d(2 * nf, nf, 1)
-        self.pcd_h = HiddenAlign(nf, groups)
+        self.pcd_h = EasyPCD(nf, groups, dcn_init='kaiming')  # the official Easy_PCD
 
     def forward(self, hid, fea1, fea2):
         y = self.fusion(super().forward(fea1, fea2))
         y = self.fusion_1x1(torch.cat((self.pcd_h(y, hid), y), dim=1))
-        return y, self.conv_h2(self.lrelu(self.conv_h1(y)))
+        return y, self.conv_h2(lrelu(self.conv_h1(y)))
 
 
 class QKVMaps(nn.Module):
@@ -250,7 +170,7 @@ class Upsample(nn.Sequential):
 
 
 @NETWORKS.register('STDAN')
-class STDAN(nn.Module):
+class STDAN(VideoNetwork):
     """STDAN (official class ``STTrans2``): 4 LR frames -> 7 HR frames, x4 in space.
 
     forward(x) -> out
@@ -280,11 +200,9 @@ class STDAN(nn.Module):
         self.scale, self.window_size = scale, window_size
         swin = dict(in_chans=nf, embed_dim=embed_dim, num_heads=num_heads, window_size=window_size,
                     mlp_ratio=mlp_ratio, drop_path_rate=drop_path_rate)
+        self.size_multiple = math.lcm(4, window_size)
         self.conv_first = nn.Conv2d(3, nf, 3, 1, 1)
-        self.fea_L2_conv1 = nn.Conv2d(nf, nf, 3, 2, 1)
-        self.fea_L2_conv2 = nn.Conv2d(nf, nf, 3, 1, 1)
-        self.fea_L3_conv1 = nn.Conv2d(nf, nf, 3, 2, 1)
-        self.fea_L3_conv2 = nn.Conv2d(nf, nf, 3, 1, 1)
+        add_pyramid_convs(self, nf)
         self.pcd_align_modified = LSTFIStep(nf, groups)
         self.feature_extraction = SwinIRBody(depths=tuple(depths_extraction), img_size=img_size, **swin)
         self.stdfa = STDFA(nf, embed_dim, 3, topk)
@@ -315,10 +233,10 @@ class STDAN(nn.Module):
         return torch.stack(fused, dim=1)
 
     def forward(self, x):
-        x, (h, w) = pad_to_multiple(x, math.lcm(4, self.window_size))
+        x, (h, w) = pad_to_multiple(x, self.size_multiple)
         b, n, c, hp, wp = x.shape
         l1 = self.feature_extraction(self.lrelu(self.conv_first(x.reshape(b * n, c, hp, wp))))
-        pyramids = [t.view(b, n, *t.shape[1:]) for t in pyramid_levels(self, l1)]
+        pyramids = [t.view(b, n, *t.shape[1:]) for t in feature_pyramid(self, l1)]
         mid = self.lstfi(pyramids)
         feats = torch.stack([pyramids[0][:, 0]] + [f for i in range(n - 1)
                                                    for f in (mid[:, i], pyramids[0][:, i + 1])], dim=1)

@@ -20,8 +20,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .common import (DropPath, Mlp, ShiftedWindowMasks, shifted_window_mask, tokens_to_map, window_partition,
-                     window_reverse)
+from .common import (
+    DropPath,
+    Mlp,
+    ShiftedWindowMasks,
+    shifted_window_mask,
+    tokens_to_map,
+    window_partition,
+    window_reverse,
+)
 
 
 class WindowAttentionV2(nn.Module):

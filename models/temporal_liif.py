@@ -9,7 +9,7 @@ centre instant only (one HR image); here it serves as a video network as well.
 
 The network is continuous in space and time: ``forward(inp, coord, cell)`` answers any set of (t, y, x)
 queries (the official call, normalised values); ``render(lq, times, size)`` answers a whole video in the
-toolbox layout, in chunks of queries; the adapter at the bottom gives the toolbox's 4 -> 7 frames x4 call.
+toolbox layout, in chunks of queries; ``predict`` gives the toolbox's 4 -> 7 frames x4 call.
 
 Coordinates (the official ``make_coord`` convention). Each axis of n samples spans [-1, 1] and sample i sits
 at its cell centre -1 + (2i + 1) / n. For the time axis of n input frames, frame k (0-based) therefore sits
@@ -38,39 +38,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .adapters import register_adapter, unwrap
+from utils.coords import make_coord, pixel_queries, video_queries
+
+from .base import VideoNetwork
 from .registry import NETWORKS
-
-
-def make_coord(n, device=None):
-    """Centres of n cells spanning [-1, 1]: -1 + (2i + 1) / n, float32, with the official arithmetic
-    (``utils.make_coord``), so that relative coordinates agree with it to the bit."""
-    r = 1 / n
-    return -1 + r + (2 * r) * torch.arange(n, device=device).float()
 
 
 def nearest_index(coord, n):
     """Index of the cell of n holding each coordinate: what ``F.grid_sample(mode='nearest',
     align_corners=False)`` looks up (unnormalise, then round half to even)."""
     return torch.round(((coord + 1) * n - 1) / 2).long()
-
-
-def instant_to_t(times, n):
-    """Instants in input-frame units (frame k at k) -> the t coordinate over n input frames."""
-    return [-1 + (2 * tau + 1) / n for tau in times]
-
-
-def video_queries(n, times, size, cell_t=2.0, device=None):
-    """Queries of every pixel of an output video: ``coord`` (m*H*W, 3) over (t, y, x), instants outer,
-    rows, then columns (the official flattening), and ``cell`` (m*H*W, 3) = (cell_t, 2/H, 2/W), an expanded
-    view. ``times`` are m instants in input-frame units (n input frames), ``size`` = (H, W)."""
-    height, width = size
-    t = torch.tensor(instant_to_t(times, n), dtype=torch.float32, device=device)
-    m, hw = len(t), height * width
-    yx = torch.stack(torch.meshgrid(make_coord(height, device), make_coord(width, device), indexing='ij'), -1)
-    coord = torch.cat((t.view(m, 1, 1).expand(m, hw, 1), yx.view(1, hw, 2).expand(m, hw, 2)), -1)
-    cell = torch.tensor((cell_t, 2 / height, 2 / width), device=device)
-    return coord.view(m * hw, 3), cell.expand(m * hw, 3)
 
 
 class MeanShift(nn.Module):
@@ -129,7 +106,7 @@ class MLP(nn.Module):
 
 
 @NETWORKS.register('TemporalLIIF')
-class TemporalLIIF(nn.Module):
+class TemporalLIIF(VideoNetwork):
     """Temporal-LIIF: 3-D EDSR features of the LR frames, decoded at continuous (t, y, x) by an MLP.
 
     Args (official names; defaults = the official configuration, 4,004,315 parameters):
@@ -155,8 +132,40 @@ class TemporalLIIF(nn.Module):
         in_dim = n_feats * (9 if feat_unfold else 1) + 3 + (3 if cell_decode else 0)
         self.imnet = MLP(in_dim, 3, list(hidden_list))
 
+    any_factor = True
+
     def forward(self, inp, coord, cell):
         return self.query(self.encode(inp), coord, cell)
+
+    def predict(self, lq, extras=None):
+        """lq (b, n, 3, h, w) in [0, 1] -> (b, 2n-1, 3, 4h, 4w): instants 0, 0.5, ..., n-1 at 4x the size.
+
+        With ``extras['coord']`` and ``extras['cell']`` (b, Q, 3) (the any-scale training samples of
+        ``utils/coords.py``) it answers those queries instead: (b, Q, 3) in [0, 1], the official training
+        call. With gradients the whole video goes through the official forward in one call, so that
+        DistributedDataParallel sees the call (chunks would save no memory there, all activations being
+        kept); without, it is ``render``ed in chunks. Training on whole frames therefore decodes every pixel
+        of all 2n-1 GT frames of the patch, where the official training decoded one 128x128 slice at the
+        centre instant (``Vimeo90KAnyScale`` and the Sentinel-2 sets make query samples instead).
+        """
+        extras = extras or {}
+        if 'coord' in extras:
+            return self(normalise(lq), extras['coord'], extras['cell']) * 0.5 + 0.5
+        b, n, _, h, w = lq.shape
+        times, size = [i / 2 for i in range(2 * n - 1)], (self.scale * h, self.scale * w)
+        if not torch.is_grad_enabled():
+            return self.render(lq, times, size)
+        coord, cell = video_queries(n, times, size, device=lq.device)
+        return to_video(self(normalise(lq), coord.expand(b, -1, 3), cell.expand(b, -1, 3)), len(times), size)
+
+    def training_batch(self, lq, gt, queries=4096):
+        """``queries`` random (frame, pixel) queries of each clip's 2n-1 GT frames, as ``Vimeo90KAnyScale``
+        makes them (its ``sample_q`` default): (b, Q, 3) colours, {'coord', 'cell'}."""
+        n = lq.shape[1]
+        times = [k / 2 for k in range(2 * n - 1)]
+        samples = [pixel_queries(g.cpu(), times, n, queries) for g in gt]
+        coord, cell, values = (torch.stack([s[i] for s in samples]).to(gt.device) for i in range(3))
+        return values, {'coord': coord, 'cell': cell}
 
     def encode(self, inp):
         """(b, 3, T, h, w) normalised -> features (b, n_feats, T, h, w) (official ``gen_feat``, which
@@ -207,7 +216,7 @@ class TemporalLIIF(nn.Module):
             out = out + pred * (area / tot_area).unsqueeze(-1)
         return out
 
-    def render(self, lq, times=None, size=None, chunk=65536, cell_t=2.0):
+    def render(self, lq, times=None, size=None, chunk=None, cell_t=2.0):
         """A video at any instants and size, the queries decoded ``chunk`` at a time.
 
         lq (b, n, 3, h, w) in [0, 1]; ``times``: m instants in input-frame units (default 0, 0.5, ..., n-1,
@@ -221,6 +230,7 @@ class TemporalLIIF(nn.Module):
         b, n, _, h, w = lq.shape
         times = [i / 2 for i in range(2 * n - 1)] if times is None else list(times)
         size = (4 * h, 4 * w) if size is None else tuple(size)
+        chunk = chunk or 65536
         feat = self.encode(normalise(lq))
         coord, cell = video_queries(n, times, size, cell_t, lq.device)
         out = torch.cat([self.query(feat, coord[i:i + chunk].expand(b, -1, 3), cell[i:i + chunk].expand(b, -1, 3))
@@ -236,32 +246,3 @@ def normalise(lq):
 def to_video(out, m, size):
     """(b, m*H*W, 3) normalised -> (b, m, 3, H, W) in [0, 1]."""
     return (out * 0.5 + 0.5).view(out.shape[0], m, *size, 3).permute(0, 1, 4, 2, 3)
-
-
-@register_adapter(TemporalLIIF)
-def predict_temporal_liif(net, lq, extras):
-    """lq (b, n, 3, h, w) in [0, 1] -> (b, 2n-1, 3, 4h, 4w): instants 0, 0.5, ..., n-1 at 4x the size.
-
-    With ``extras['coord']`` and ``extras['cell']`` (b, Q, 3) (the any-scale training samples of
-    ``data/queries.py``) it answers those queries instead: (b, Q, 3) in [0, 1], the official training call.
-
-    ``extras['times']`` (m instants, as a list or a tensor whose first row is used) and ``extras['scale']``
-    (a number or a tensor whose first value is used) replace these. With gradients the whole video goes
-    through the official forward in one call, so that DistributedDataParallel sees the call (chunks
-    would save no memory there, all activations being kept); without, it is ``render``ed in chunks.
-    Training through the toolbox loop therefore decodes every pixel of all 2n-1 GT frames of the patch,
-    where the official training decoded one 128x128 slice at the centre instant.
-    """
-    if 'coord' in extras:  # training queries (data/queries.py): (b, Q, 3) colours in [0, 1]
-        return net(normalise(lq), extras['coord'], extras['cell']) * 0.5 + 0.5
-    b, n, _, h, w = lq.shape
-    times, scale = extras.get('times'), extras.get('scale', 4)
-    if torch.is_tensor(times):
-        times = times.reshape(-1, times.shape[-1])[0].tolist()
-    times = [i / 2 for i in range(2 * n - 1)] if times is None else list(times)
-    scale = float(scale.reshape(-1)[0]) if torch.is_tensor(scale) else float(scale)
-    size = (round(scale * h), round(scale * w))
-    if not torch.is_grad_enabled():
-        return unwrap(net).render(lq, times, size)
-    coord, cell = video_queries(n, times, size, device=lq.device)
-    return to_video(net(normalise(lq), coord.expand(b, -1, 3), cell.expand(b, -1, 3)), len(times), size)

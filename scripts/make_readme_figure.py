@@ -24,14 +24,17 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from data.io import DataError, to_float, to_integer, write_image  # noqa: E402
+from data.io import to_float, to_integer, write_image  # noqa: E402
 from data.transforms import degrade_float, modcrop_frames, parse_degradation  # noqa: E402
+from engine import cli  # noqa: E402
+from engine.dist import resolve_device  # noqa: E402
+from engine.evaluation import score_frame  # noqa: E402
+from engine.inference import N_INPUTS, Upscaler, load_network, open_input  # noqa: E402
 from models.baseline import BicubicBlend  # noqa: E402
-from utils import cli  # noqa: E402
-from utils.dist import resolve_device  # noqa: E402
-from utils.evaluation import score_frame  # noqa: E402
-from utils.inference import N_INPUTS, Upscaler, load_network, open_input  # noqa: E402
-from utils.options import OptionsError  # noqa: E402
+from utils.errors import (
+    DataError,
+    OptionsError,  # noqa: E402
+)
 
 LABEL_HEIGHT = 30
 GAP = 6

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import settings
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -14,12 +15,25 @@ SPECS = ROOT.parent / 'shared' / 'specs'
 # Tests run tiny tensors, where thread start-up costs more than it saves (and CI has 2 cores).
 torch.set_num_threads(1)
 
+# Property tests draw the same examples on every run and keep no database between runs: a failure found
+# once must be a test case written down, not a replay that comes and goes.
+settings.register_profile('repeatable', derandomize=True, database=None)
+settings.load_profile('repeatable')
+
 
 def require(path):
     """Skip the calling test, naming what is missing, unless ``path`` (under ../shared/data) exists."""
     path = SHARED_DATA / path
     if not path.exists():
         pytest.skip(f'real data not found: {path} (the shared data folder sits beside the repository)')
+    return path
+
+
+def spec_file(name):
+    """``../shared/specs/params/<name>``, or skip the calling test naming what is missing."""
+    path = SPECS / 'params' / name
+    if not path.exists():
+        pytest.skip(f'parameter spec not found: {path} (the shared folder sits beside the repository)')
     return path
 
 

@@ -7,11 +7,11 @@ function so that its n-th use in this process ends the process with SIGKILL (no 
 ``finally``, no flushing of buffers), as a crash, the OOM killer or a pre-empted job would:
 
     step:<n>        the n-th optimizer step, after backward and gradient clipping, before the update
-                    (wraps ``torch.nn.utils.clip_grad_norm_``, which main.py calls between the two)
-    validation:<n>  the n-th validation, after two frames were scored (wraps ``main.evaluate``,
-                    which in that call arms a wrapper of ``utils.evaluation.score_frame``)
+                    (wraps ``torch.nn.utils.clip_grad_norm_``, which the step calls between the two)
+    validation:<n>  the n-th validation, after two frames were scored (wraps ``engine.training.evaluate``,
+                    which in that call arms a wrapper of ``engine.evaluation.score_frame``)
     save:<n>        the n-th checkpoint write, once half of its bytes reached the temporary file
-                    (wraps ``torch.save``, which ``utils.checkpoint.atomic_save`` calls on that file)
+                    (wraps ``torch.save``, which ``engine.checkpoint.atomic_save`` calls on that file)
 
 Before dying it writes ``kill_runner: SIGKILL at <where>:<n> (...)`` on stderr. Nothing in the
 toolbox imports this file; tests/test_resume_kills.py runs it.
@@ -51,8 +51,8 @@ def counting(n, on_nth):
 def arm(where, n):
     import torch
 
-    import main
-    import utils.evaluation
+    import engine.evaluation
+    import engine.training
     point = f'{where}:{n}'
     if where == 'step':
         def kill_after_clip(fn, *args, **kwargs):
@@ -61,10 +61,10 @@ def arm(where, n):
         torch.nn.utils.clip_grad_norm_ = counting(n, kill_after_clip)(torch.nn.utils.clip_grad_norm_)
     elif where == 'validation':
         def evaluate_then_kill(fn, *args, **kwargs):
-            utils.evaluation.score_frame = counting(3, lambda *_a, **_k: die(point, '2 frames scored'))(
-                utils.evaluation.score_frame)
+            engine.evaluation.score_frame = counting(3, lambda *_a, **_k: die(point, '2 frames scored'))(
+                engine.evaluation.score_frame)
             return fn(*args, **kwargs)
-        main.evaluate = counting(n, evaluate_then_kill)(main.evaluate)
+        engine.training.evaluate = counting(n, evaluate_then_kill)(engine.training.evaluate)
     elif where == 'save':
         def write_half_then_kill(fn, obj, f, *args, **kwargs):
             buffer = io.BytesIO()

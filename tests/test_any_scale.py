@@ -1,4 +1,4 @@
-"""Any scale, any time: the any-scale training samples (Vimeo90KAnyScale, data/queries.py), MATLAB bicubic
+"""Any scale, any time: the any-scale training samples (Vimeo90KAnyScale, utils/coords.py), MATLAB bicubic
 to an exact size, time factors other than 2 in the protocols, the baseline's render(), and test.factors."""
 import logging
 import math
@@ -11,17 +11,17 @@ import yaml
 
 import models.temporal_liif  # noqa: F401  (registers TemporalLIIF)
 from data import build_dataset
-from data.degradations import imresize, imresize_torch
-from data.io import DataError, read_image
-from data.protocols import centre_window, make_windows
-from data.queries import pixel_queries
+from data.io import read_image
+from data.protocols import Protocol, centre_window, make_windows
 from data.transforms import resize_to
-from models.adapters import predict
+from engine.evaluation import evaluate, score_frame
+from models.base import VideoNetwork
 from models.baseline import BicubicBlend
 from models.temporal_liif import TemporalLIIF
 from tests.conftest import SHARED_DATA, require
-from utils.evaluation import evaluate, score_frame
-from utils.options import OptionsError
+from utils.coords import pixel_queries
+from utils.errors import DataError, OptionsError
+from utils.resize import imresize, imresize_torch
 
 VIMEO = SHARED_DATA / 'vimeo_septuplet'
 
@@ -85,13 +85,13 @@ def test_pixel_queries_address_their_pixels():
 
 
 def test_query_answers_equal_the_rendered_video():
-    """The training call (queries of data/queries.py through the adapter) and render() agree pixel for pixel:
+    """The training call (queries of utils/coords.py through the adapter) and render() agree pixel for pixel:
     the sample coordinates follow the network's convention."""
     net = tiny_liif()
     lq, gt = torch.rand(1, 4, 3, 6, 5), torch.zeros(7, 3, 15, 11)
     coord, cell, _ = pixel_queries(gt, [k / 2 for k in range(7)], 4, sample_q=300, rng=np.random.default_rng(2))
     with torch.no_grad():
-        answers = predict(net, lq, {'coord': coord[None], 'cell': cell[None]})[0]
+        answers = net.predict(lq, {'coord': coord[None], 'cell': cell[None]})[0]
         video = net.render(lq, [k / 2 for k in range(7)], (15, 11))[0]
     frame = torch.round((coord[:, 0] + 1) * 4 - 1).long()  # t = -1 + (2 tau + 1) / 4 and frame = 2 tau
     expected = video[frame, :, pixel_of(coord[:, 1], 15), pixel_of(coord[:, 2], 11)]
@@ -172,7 +172,7 @@ def test_a_few_steps_on_any_scale_samples_lower_the_loss():
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
     losses = []
     for _ in range(15):
-        loss = torch.nn.functional.l1_loss(predict(net, batch['lq'], extras), batch['gt'])
+        loss = torch.nn.functional.l1_loss(net.predict(batch['lq'], extras), batch['gt'])
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -226,21 +226,25 @@ def clip(frames=13, size=(24, 20), scale=2):
 
 def test_evaluate_at_other_time_factors_and_the_fixed_networks_refuse():
     data = [clip()]
-    result = evaluate(BicubicBlend(2), data, 'window7', 'cpu', time_factor=4, progress=False)
+    time4 = Protocol('window7', n_inputs=4, time_factor=4, crop_border=0, max_clips=0)
+    result = evaluate(BicubicBlend(2), data, time4, 'cpu', progress=False)
     assert result['frames'] == 13
-    liif = evaluate(tiny_liif(), data, 'window7', 'cpu', time_factor=4, progress=False)
+    liif = evaluate(tiny_liif(), data, time4, 'cpu', progress=False)
     assert liif['frames'] == 13 and liif['average']['psnr_y'] < result['average']['psnr_y']  # untrained
 
-    class Fixed(torch.nn.Module):
+    class Fixed(VideoNetwork):
+        scale = 2
+
         def forward(self, lq):
             return lq.repeat_interleave(2, 1)[:, :-1].repeat_interleave(2, -1).repeat_interleave(2, -2)
 
-    assert evaluate(Fixed(), data, 'window7', 'cpu', progress=False)['frames'] == 13
-    with pytest.raises(OptionsError, match='Fixed makes 2n-1 frames at its own scale'):
-        evaluate(Fixed(), data, 'window7', 'cpu', time_factor=4, progress=False)
+    window7 = Protocol('window7', n_inputs=4, time_factor=2, crop_border=0, max_clips=0)
+    assert evaluate(Fixed(), data, window7, 'cpu', progress=False)['frames'] == 13
+    with pytest.raises(OptionsError, match='protocol window7 time x4: Fixed makes 2x the frames in time only'):
+        evaluate(Fixed(), data, time4, 'cpu', progress=False)
     centre = {'name': 's2', 'gt': data[0]['gt'][6:7], 'lq': data[0]['lq'][4:9], 'max_value': 255,
               'frame_names': ['t.png']}
-    row = evaluate(BicubicBlend(), [centre], 'centre', 'cpu', progress=False)['clips'][0]
+    row = evaluate(BicubicBlend(), [centre], Protocol('centre', 4, 2, 0, 0), 'cpu', progress=False)['clips'][0]
     # the centre of 5 inputs is input 2 (clip frame 6): the baseline's answer is that frame upscaled
     expected = score_frame(imresize(data[0]['lq'][6].astype(np.float64), 2), data[0]['gt'][6], 255)
     assert row['frames'] == 1

@@ -19,11 +19,12 @@ import yaml
 
 import main as train_cli
 from data import build_dataset
-from data.io import DataError, read_image, write_image
+from data.io import read_image, write_image
+from engine.checkpoint import FORMAT, CheckpointManager, atomic_save
 from models import build_network
 from tests.conftest import ROOT, load_script
-from tests.test_data_datasets import make_septuplets, smooth_frame
-from utils.checkpoint import FORMAT, CheckpointError, CheckpointManager, atomic_save
+from tests.support import make_septuplets, smooth_frame
+from utils.errors import CheckpointError, DataError
 
 NET = {'type': 'MSITF', 'nf': 8, 'groups': 1, 'front_RBs': 1, 'trunk_depths': [2], 'trunk_heads': [2],
        'window_size': 4, 'hr_nf': 8}

@@ -4,29 +4,17 @@ import logging
 import random
 import shutil
 
-import cv2
 import numpy as np
 import pytest
 import torch
 
 from data import DATASETS, build_dataset
-from data.io import DataError, read_frames, read_image, write_image
+from data.io import read_frames, read_image, write_image
+from data.protocols import Protocol
 from data.transforms import MANIFEST_NAME, degrade, manifest
 from tests.conftest import require
-
-
-def smooth_frame(rng, h, w, dtype=np.uint8):
-    """A natural-looking frame: random colours at low resolution, bicubically enlarged."""
-    white = np.iinfo(dtype).max
-    small = rng.random((max(2, h // 8), max(2, w // 8), 3)) * white
-    return np.clip(cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC), 0, white).astype(dtype)
-
-
-def make_septuplets(root, keys, names, size=(64, 96), dtype=np.uint8, seed=0):
-    rng = np.random.default_rng(seed)
-    for key in keys:
-        for name in names:
-            write_image(root / key / name, smooth_frame(rng, *size, dtype))
+from tests.support import make_septuplets, smooth_frame
+from utils.errors import DataError
 
 
 def test_registry_holds_every_dataset():
@@ -236,16 +224,18 @@ def test_vimeo_triplets_from_a_triplet_tree(tmp_path):
 
 def test_vimeo_triplet_test_clips_score_three_frames(tmp_path):
     """Triplet test clips with n_inputs 2: im1 and im3 in, all three scored (STARnet's eval.py setting)."""
+    from engine.evaluation import evaluate
     from models import build_network
-    from utils.evaluation import evaluate
     triplet_tree(tmp_path, require('vimeo_septuplet/sequences'), ['00002/0004', '00002/0007'], 'tri_testlist.txt')
     clips = build_dataset({'type': 'Vimeo90KTest', 'root': str(tmp_path), 'list_file': 'tri_testlist.txt',
                            'clip_frames': 3, 'degradation': {'type': 'PIL', 'scale': 4}})
     assert clips[0]['gt'].shape == (3, 256, 448, 3) and clips[0]['frame_names'] == ['im1.png', 'im2.png', 'im3.png']
-    result = evaluate(build_network({'type': 'BicubicBlend'}), clips, 'septuplet', 'cpu', n_inputs=2, progress=False)
+    result = evaluate(build_network({'type': 'BicubicBlend'}), clips, Protocol('septuplet', 2, 2, 0, 0), 'cpu',
+                      progress=False)
     assert [r['frames'] for r in result['clips']] == [3, 3] and result['frames'] == 6
     assert result['average']['psnr_y'] == pytest.approx(np.mean([r['psnr_y'] for r in result['clips']]))
     with pytest.raises(DataError, match='00002/0004: 3 frames, protocol septuplet with 4 inputs needs at least 7'):
-        evaluate(build_network({'type': 'BicubicBlend'}), clips, 'septuplet', 'cpu', n_inputs=4, progress=False)
+        evaluate(build_network({'type': 'BicubicBlend'}), clips, Protocol('septuplet', 4, 2, 0, 0), 'cpu',
+                 progress=False)
     with pytest.raises(ValueError, match='clip_frames'):
         build_dataset({'type': 'Vimeo90KTest', 'root': str(tmp_path), 'clip_frames': 5})

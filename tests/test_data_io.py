@@ -3,9 +3,9 @@ import cv2
 import numpy as np
 import pytest
 
-from data.io import (DataError, keep_existing, list_images, natural_sort, read_frames, read_image, read_list,
-                     to_float, write_image)
+from data.io import keep_existing, list_images, natural_sort, read_frames, read_image, read_list, to_float, write_image
 from tests.conftest import require
+from utils.errors import DataError
 
 
 def test_reads_16bit_png_as_rgb_uint16(tmp_path):

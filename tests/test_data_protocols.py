@@ -1,9 +1,10 @@
 """Frame accounting of the test protocols (data/protocols.py) on the real Vid4 clip lengths."""
 import pytest
 
-from data.io import DataError, list_images
+from data.io import list_images
 from data.protocols import WINDOW_PROTOCOLS, make_windows
 from tests.conftest import require
+from utils.errors import DataError
 
 VID4 = {'calendar': 41, 'city': 34, 'foliage': 49, 'walk': 47}
 ZSM_SCORED = {'calendar': 37, 'city': 31, 'foliage': 49, 'walk': 43}  # spec section 1, "Test"

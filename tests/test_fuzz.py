@@ -14,12 +14,13 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from data.degradations import bd_downsample, bd_downsample_torch, imresize, imresize_torch, pil_bicubic_resize
-from data.io import DataError, read_image
-from utils.checkpoint import FORMAT, CheckpointError, load_checkpoint
+from data.degradations import bd_downsample, bd_downsample_torch, pil_bicubic_resize
+from data.io import read_image
+from engine.checkpoint import FORMAT, load_checkpoint
+from engine.options import DEFAULTS, INJECTED, Arguments, Spec, dump_options, load_options, spec_kinds, validate
+from utils.errors import CheckpointError, DataError, OptionsError
 from utils.metrics import calculate_psnr, calculate_ssim
-from utils.options import (DEFAULTS, INJECTED, Arguments, OptionsError, Spec, dump_options, load_options, spec_kinds,
-                           validate)
+from utils.resize import imresize, imresize_torch
 
 FUZZ = settings(max_examples=40, deadline=None)
 

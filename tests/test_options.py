@@ -5,8 +5,9 @@ import sys
 import pytest
 import yaml
 
+from engine.options import DEFAULTS, apply_override, load_options
 from tests.conftest import ROOT
-from utils.options import DEFAULTS, OptionsError, apply_override, load_options
+from utils.errors import OptionsError
 from utils.registry import Registry
 
 MINIMAL = {'name': 'unit', 'network': {'type': 'BicubicBlend', 'scale': 4}}
@@ -146,16 +147,19 @@ def test_python_api_builders():
     assert net.scale == 2
 
 
-def test_network_loss_arguments_checked_against_the_hook():
-    from main import check_network_loss
+def test_network_loss_arguments_checked_against_the_network():
+    from engine.training import configure_network_loss
     from models import build_network
     starnet = build_network({'type': 'STARnet', 'base_filter': 8, 'feat': 4, 'num_stages': 1, 'n_resblock': 1,
                              'unet_width': 2})
-    check_network_loss(starnet, {'train_obj': 'STAR-ST', 'flow_weight': 0.0})
+    configure_network_loss(starnet, {'train_obj': 'STAR-ST', 'flow_weight': 0.0})
+    assert starnet.loss_options['weights'] == (1., .5, .5, 0.) and starnet.loss_options['flow_weight'] == 0
     with pytest.raises(OptionsError, match=r'train.network_loss.lr_weight: .*allowed: train_obj'):
-        check_network_loss(starnet, {'lr_weight': 1})
+        configure_network_loss(starnet, {'lr_weight': 1})
+    with pytest.raises(OptionsError, match=r'train.network_loss \(STARnet\): train_obj must be one of STAR, '):
+        configure_network_loss(starnet, {'train_obj': 'STAR-X'})
     with pytest.raises(OptionsError, match='none'):
-        check_network_loss(build_network({'type': 'BicubicBlend'}), {'train_obj': 'STAR'})
+        configure_network_loss(build_network({'type': 'BicubicBlend'}), {'train_obj': 'STAR'})
 
 
 def test_constructor_errors_name_the_key(tmp_path):

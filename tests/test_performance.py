@@ -1,18 +1,19 @@
-"""The ``performance`` options (utils/performance.py) on CPU: bf16 autocast and channels_last train the same
+"""The ``performance`` options (engine/performance.py) on CPU: bf16 autocast and channels_last train the same
 network to (nearly) the same losses as float32, fp16 is refused off CUDA with one line, deformable convs stay
-float32 under autocast, and adapters see through torch.compile and DDP wrappers. (torch.compile itself is
+float32 under autocast, and the trainer's wrapper of the network (for DDP and torch.compile) computes the
+network's own training losses. (torch.compile itself is
 measured by benchmarks/bench_networks.py --compile: compiling on 2 CPU cores takes minutes.)"""
 import csv
 
 import torch
 import yaml
 
-import models.temporal_liif  # noqa: F401  (registers TemporalLIIF)
-from models.adapters import ADAPTERS, unwrap
+from engine.performance import prepare_network
+from engine.training import TrainingStep
 from models.common import ModulatedDeformConv2d
+from models.losses import L1Loss
 from models.temporal_liif import TemporalLIIF
-from tests.test_training import options, run
-from utils.performance import prepare_network
+from tests.support import options, run
 
 
 def losses(tmp_path, name, performance):
@@ -66,17 +67,18 @@ def test_deformable_conv_stays_float32_under_autocast():
     assert not torch.equal(out, reference)  # autocast was on
 
 
-def test_adapters_see_through_compile_and_ddp_wrappers():
+def test_training_step_is_the_networks_losses_and_leaves_the_network_bare():
+    torch.manual_seed(0)
     net = TemporalLIIF(n_resblocks=1, n_feats=4, hidden_list=[8])
-    compiled = torch.compile(net)  # wraps without compiling until called
-    assert unwrap(compiled) is net and type(unwrap(compiled)) in ADAPTERS
-
-    class Wrapper(torch.nn.Module):  # DistributedDataParallel's attribute layout
-        def __init__(self, module):
-            super().__init__()
-            self.module = module
-
-    assert unwrap(torch.compile(Wrapper(net))) is net
+    step = TrainingStep(net, L1Loss())
+    compiled = torch.compile(step)  # wraps without compiling until called
+    assert compiled._orig_mod.net is net
+    assert not [k for k in net.state_dict() if k.startswith(('module.', '_orig_mod.', 'net.'))]
+    lq, gt = torch.rand(1, 4, 3, 6, 6), torch.rand(1, 7, 3, 24, 24)
+    pred, losses = step(lq, gt, {})
+    expected = net.training_losses(lq, gt, {}, L1Loss())
+    torch.testing.assert_close(losses['pixel'], expected[1]['pixel'], rtol=0, atol=0)
+    torch.testing.assert_close(losses['pixel'], torch.nn.functional.l1_loss(pred, gt), rtol=0, atol=0)
 
 
 def test_channels_last_reformats_4d_weights_only():

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from tests.conftest import ROOT
-from tests.test_training import options, run, weights
+from tests.support import options, run, weights
 
 # 8 iterations: checkpoints at 2, 4, 6, 8; validations at 3, 6, 8; the learning rate falls over all 8.
 SETTING = {'total_iter': 8, 'save_every': 2, 'val_every': 3,
@@ -174,7 +174,8 @@ def test_truncated_latest_checkpoint_falls_back_to_the_previous_good_one(tmp_pat
 def test_flipped_bytes_inside_a_checkpoint_are_detected(tmp_path):
     """torch.load does not check the zip members' CRC-32: a bit flipped inside a tensor would load as a wrong
     weight. load_checkpoint checks them, and resume: auto falls back past such a file."""
-    from utils.checkpoint import CheckpointError, CheckpointManager, atomic_save, load_checkpoint
+    from engine.checkpoint import CheckpointManager, atomic_save, load_checkpoint
+    from utils.errors import CheckpointError
     state = {'format': 'x', 'weights': {'w': torch.arange(4096, dtype=torch.float32)}}
     manager = CheckpointManager(tmp_path)
     manager.save(state, 1)

@@ -1,20 +1,53 @@
 """STARnet-specific tests: the official-output fixture (both variants, x2/x4/x8), checkpoint loading, the
-padding inside (U-Net minimum size, x2 even sizes), official quirks, the adapter and the training-loss hook.
-Generic tests (shapes, gradients, training steps, spec names) run from tests/networks/starnet*.yml."""
+padding inside (U-Net minimum size, x2 even sizes), official quirks, predict and the official training loss.
+Generic tests (shapes, gradients, training steps, spec names) run from tests/networks/starnet*.yml.
+
+Expected values are computed here, independently of models/starnet.py: the ImageNet normalisation, the
+official flow units and the LR targets (PIL's bicubic on float images) have their own definitions below."""
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from PIL import Image
 
-import models.starnet  # noqa: F401  (registers STARnet)
-from models.adapters import predict
+from engine.checkpoint import load_weights
 from models.flow import clip_flows, stack_clip_flows
-from models.starnet import (STARnet, assemble_clip, denormalise, lr_targets, normalise, official_flow,
-                            starnet_losses)
-from utils.checkpoint import load_weights
+from models.starnet import STARnet, assemble_clip, denormalise, lr_targets, normalise, official_flow
+from tests.support import assert_close_to_scale
+
+# torchvision's ImageNet normalisation, which the official STARnet dataset applies to every frame
+MEAN, STD = torch.tensor((0.485, 0.456, 0.406)).view(3, 1, 1), torch.tensor((0.229, 0.224, 0.225)).view(3, 1, 1)
+
+
+def imagenet(x):
+    return (x - MEAN) / STD
+
+
+def imagenet_inverse(x):
+    return x * STD + MEAN
+
+
+def official_units(flow):
+    """(..., h, w, 2) pixel flow -> the official (..., 2, h, w): clip to +-150 px, then -flow / 150
+    (dataset.rescale_flow(flow, -1, 1) with its argument order)."""
+    return torch.stack([-torch.clamp(flow[..., i], -150, 150) / 150 for i in range(2)], dim=-3)
+
+
+def pil_bicubic(x, size):
+    """(b, 3, H, W) float -> (b, 3, h, w): PIL's bicubic resize of each float plane ('F' mode)."""
+    planes = [[np.asarray(Image.fromarray(c.numpy().astype(np.float32), 'F').resize(size[::-1], Image.BICUBIC))
+               for c in frame] for frame in x]
+    return torch.from_numpy(np.array(planes))
+
+
+def losses_of(net, lq, gt, extras, **options):
+    """STARnet's official objective with ``train.network_loss`` options."""
+    net.configure_loss(**options)
+    return net.training_losses(lq, gt, extras)
 
 FIXTURE = Path(__file__).parent / 'fixtures' / 'starnet_official.pt'
 TINY = dict(base_filter=16, feat=8, num_stages=2, n_resblock=1, unet_width=4)
@@ -86,7 +119,7 @@ def test_official_fixture_star():
             out = flat(net(*seeded_inputs(*case['size'], seed=fixture['input_seed']), train=True))
         assert len(out) == len(case['outputs']) == 8
         for got, want in zip(out, case['outputs']):
-            torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+            assert_close_to_scale(got, want)
 
 
 def test_official_fixture_flow_refined():
@@ -102,7 +135,7 @@ def test_official_fixture_flow_refined():
     stride = case['stride']
     hr = [x[..., ::stride, ::stride] for x in out[:6]]
     for got, want in zip(hr + out[6:], case['hr'] + case['lr'] + case['flows']):
-        torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+        assert_close_to_scale(got, want)
 
 
 def test_official_checkpoints_load_with_module_prefix():
@@ -215,21 +248,21 @@ def test_adapter_two_frames_is_one_official_call():
     net = seeded_net(**TINY)
     lq, flows = clip_and_flows(2, 2, 12, 16)
     with torch.no_grad():
-        out = predict(net, lq, {'flows': flows})
-        ht, h1, h2, _ = net(normalise(lq[:, 0]), normalise(lq[:, 1]), official_flow(flows[:, 0, 0]),
-                            official_flow(flows[:, 0, 1]), train=False)
+        out = net.predict(lq, {'flows': flows})
+        ht, h1, h2, _ = net(imagenet(lq[:, 0]), imagenet(lq[:, 1]), official_units(flows[:, 0, 0]),
+                            official_units(flows[:, 0, 1]), train=False)
     assert out.shape == (2, 3, 3, 48, 64)
-    torch.testing.assert_close(out, denormalise(torch.stack((h1, ht, h2), dim=1)), rtol=0, atol=1e-6)
+    torch.testing.assert_close(out, imagenet_inverse(torch.stack((h1, ht, h2), dim=1)), rtol=0, atol=1e-6)
 
 
 def test_adapter_four_frames_averages_the_two_estimates_of_inner_frames():
     net = seeded_net(**TINY)
     lq, flows = clip_and_flows(1, 4, 12, 16)
     with torch.no_grad():
-        out = predict(net, lq, {'flows': flows})
-        pairs = [[denormalise(x) for x in net(normalise(lq[:, i]), normalise(lq[:, i + 1]),
-                                              official_flow(flows[:, i, 0]), official_flow(flows[:, i, 1]),
-                                              train=False)[:3]] for i in range(3)]
+        out = net.predict(lq, {'flows': flows})
+        pairs = [[imagenet_inverse(x) for x in net(imagenet(lq[:, i]), imagenet(lq[:, i + 1]),
+                                                   official_units(flows[:, i, 0]), official_units(flows[:, i, 1]),
+                                                   train=False)[:3]] for i in range(3)]
     assert out.shape == (1, 7, 3, 48, 64)
     expected = [pairs[0][1], pairs[0][0], (pairs[0][2] + pairs[1][1]) / 2, pairs[1][0],
                 (pairs[1][2] + pairs[2][1]) / 2, pairs[2][0], pairs[2][2]]
@@ -248,32 +281,38 @@ def test_adapter_computes_flows_when_the_batch_has_none():
     lq = torch.rand(1, 3, 3, 16, 16)
     flows = torch.from_numpy(stack_clip_flows(*clip_flows(list(lq[0].permute(0, 2, 3, 1).numpy()), 'opencv_dis')))
     with torch.no_grad():
-        torch.testing.assert_close(predict(net, lq), predict(net, lq, {'flows': flows[None]}), rtol=0, atol=0)
+        torch.testing.assert_close(net.predict(lq), net.predict(lq, {'flows': flows[None]}), rtol=0, atol=0)
 
 
-def test_loss_hook_pixel_term_follows_main_py():
+def test_lr_targets_are_pil_bicubic_without_rounding():
+    """The official LR middle frame is PIL's bicubic downscale; ours is the same filter in torch."""
+    gt = torch.rand(2, 3, 32, 40)
+    assert_close_to_scale(lr_targets(gt, (8, 10)), pil_bicubic(gt, (8, 10)), rel=1e-5)
+
+
+def test_official_loss_pixel_term_follows_main_py():
     """Two frames = one official sample: 0.4/1.0 stage weights, target weights ht 1, h1 0.5, h2 0.5, lr 1."""
     net = seeded_net(**TINY, flow_refinement=False)
     lq, flows = clip_and_flows(1, 2, 8, 8)
     gt = torch.rand(1, 3, 3, 32, 32)
     with torch.no_grad():
-        pred, losses = starnet_losses(net, lq, gt, {'flows': flows})
-        outs = net(normalise(lq[:, 0]), normalise(lq[:, 1]), official_flow(flows[:, 0, 0]),
-                   official_flow(flows[:, 0, 1]), train=True)
-    targets = [normalise(gt[:, 1]), normalise(gt[:, 0]), normalise(gt[:, 2]), normalise(lr_targets(gt[:, 1], (8, 8)))]
+        pred, losses = losses_of(net, lq, gt, {'flows': flows})
+        outs = net(imagenet(lq[:, 0]), imagenet(lq[:, 1]), official_units(flows[:, 0, 0]),
+                   official_units(flows[:, 0, 1]), train=True)
+    targets = [imagenet(gt[:, 1]), imagenet(gt[:, 0]), imagenet(gt[:, 2]), imagenet(pil_bicubic(gt[:, 1], (8, 8)))]
     expected = sum(w * (0.4 * F.l1_loss(stages[0], t) + F.l1_loss(stages[1], t))
                    for w, stages, t in zip((1., .5, .5, 1.), outs, targets))
     assert set(losses) == {'pixel'}
-    torch.testing.assert_close(losses['pixel'], expected)
+    torch.testing.assert_close(losses['pixel'], expected, rtol=1e-5, atol=0)
     with torch.no_grad():
-        torch.testing.assert_close(pred, predict(net, lq, {'flows': flows}))
+        torch.testing.assert_close(pred, net.predict(lq, {'flows': flows}))
     with torch.no_grad():
-        _, only_lr = starnet_losses(net, lq, gt, {'flows': flows}, train_obj='STAR-T-LR')
+        _, only_lr = losses_of(net, lq, gt, {'flows': flows}, train_obj='STAR-T-LR')
     expected_lr = 0.4 * F.l1_loss(outs[3][0], targets[3]) + F.l1_loss(outs[3][1], targets[3])
-    torch.testing.assert_close(only_lr['pixel'], expected_lr)
+    torch.testing.assert_close(only_lr['pixel'], expected_lr, rtol=1e-5, atol=0)
 
 
-def test_loss_hook_trains_every_parameter():
+def test_official_loss_trains_every_parameter():
     """With the official losses (deep supervision, LR output, flow term) every trainable parameter gets a
     gradient, including the LR and RBPN output heads, which the 7-frame output alone does not reach."""
     net = STARnet(**TINY, flow_backend='opencv_dis').train()
@@ -282,7 +321,7 @@ def test_loss_hook_trains_every_parameter():
     opt = torch.optim.SGD(net.parameters(), lr=1e-3)
     for _ in range(2):  # the second pass checks gradients after one step, as the generic test does
         opt.zero_grad()
-        pred, losses = starnet_losses(net, lq, gt, {}, feature_extractor=features)
+        pred, losses = losses_of(net, lq, gt, {}, feature_extractor=features)
         assert set(losses) == {'pixel', 'feature', 'flow'} and pred.shape == gt.shape
         sum(losses.values()).backward()
         opt.step()
@@ -290,17 +329,17 @@ def test_loss_hook_trains_every_parameter():
     assert not missing
 
 
-def test_loss_hook_flow_targets_from_the_batch():
+def test_official_loss_flow_targets_from_the_batch():
     net = seeded_net(**TINY)
     lq, flows = clip_and_flows(1, 3, 8, 8)
     gt = torch.rand(1, 5, 3, 32, 32)
     flow_gt = torch.zeros(1, 2, 2, 2, 8, 8)
     with torch.no_grad():
-        _, losses = starnet_losses(net, lq, gt, {'flows': flows, 'flow_targets': flow_gt})
-        refined_f = net.refine_flow(official_flow(flows[:, :, 0].flatten(0, 1)), normalise(lq[:, :-1].flatten(0, 1)),
-                                    normalise(lq[:, 1:].flatten(0, 1)))
-        refined_b = net.refine_flow(official_flow(flows[:, :, 1].flatten(0, 1)), normalise(lq[:, 1:].flatten(0, 1)),
-                                    normalise(lq[:, :-1].flatten(0, 1)))
+        _, losses = losses_of(net, lq, gt, {'flows': flows, 'flow_targets': flow_gt})
+        refined_f = net.refine_flow(official_units(flows[:, :, 0].flatten(0, 1)), imagenet(lq[:, :-1].flatten(0, 1)),
+                                    imagenet(lq[:, 1:].flatten(0, 1)))
+        refined_b = net.refine_flow(official_units(flows[:, :, 1].flatten(0, 1)), imagenet(lq[:, 1:].flatten(0, 1)),
+                                    imagenet(lq[:, :-1].flatten(0, 1)))
     torch.testing.assert_close(losses['flow'], 0.1 * (refined_f.square().mean() + refined_b.square().mean()))
 
 
@@ -308,7 +347,7 @@ def test_loss_hook_flow_targets_from_the_batch():
 def test_other_scales_build_and_run(scale):
     net = STARnet(**TINY, scale_factor=scale).eval()
     with torch.no_grad():
-        out = predict(net, torch.rand(1, 2, 3, 9, 11), {'flows': torch.zeros(1, 1, 2, 9, 11, 2)})
+        out = net.predict(torch.rand(1, 2, 3, 9, 11), {'flows': torch.zeros(1, 1, 2, 9, 11, 2)})
     assert out.shape == (1, 3, 3, 9 * scale, 11 * scale)
     with pytest.raises(ValueError, match='scale_factor'):
         STARnet(**TINY, scale_factor=3)
@@ -316,12 +355,11 @@ def test_other_scales_build_and_run(scale):
 
 def test_single_frame_is_rejected():
     with pytest.raises(ValueError, match='at least 2 frames'):
-        predict(STARnet(**TINY), torch.rand(1, 1, 3, 8, 8), {'flows': torch.zeros(1, 0, 2, 8, 8, 2)})
+        STARnet(**TINY).predict(torch.rand(1, 1, 3, 8, 8), {'flows': torch.zeros(1, 0, 2, 8, 8, 2)})
 
 
 def test_perceptual_option_builds_the_vgg_once_and_fails_clearly(monkeypatch):
     import models.starnet as starnet
-    from utils.options import OptionsError
     built = []
 
     def fake_vgg():
@@ -333,14 +371,15 @@ def test_perceptual_option_builds_the_vgg_once_and_fails_clearly(monkeypatch):
     net = STARnet(**TINY, flow_refinement=False, flow_backend='opencv_dis')
     lq, gt = torch.rand(1, 2, 3, 16, 16), torch.rand(1, 3, 3, 64, 64)
     for _ in range(2):
-        _, losses = starnet_losses(net, lq, gt, {}, perceptual=True)
+        _, losses = losses_of(net, lq, gt, {}, perceptual=True)
         assert 'feature' in losses and torch.isfinite(losses['feature'])
     assert built == [1]
+    assert 'loss_options' not in dict(net.named_modules()) and not any('vgg' in k for k in net.state_dict())
 
     def offline():
         raise OSError('no network')
 
     monkeypatch.setattr(starnet, '_PERCEPTUAL', {})
     monkeypatch.setattr(starnet, 'vgg19_features', offline)
-    with pytest.raises(OptionsError, match='perceptual: the VGG19 ImageNet weights could not be loaded'):
-        starnet_losses(net, lq, gt, {}, perceptual=True)
+    with pytest.raises(ValueError, match='perceptual: the VGG19 ImageNet weights could not be loaded'):
+        net.configure_loss(perceptual=True)

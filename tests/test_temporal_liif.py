@@ -9,9 +9,10 @@ import torch
 import torch.nn.functional as F
 
 import models.temporal_liif  # noqa: F401  (registers TemporalLIIF)
-from models.adapters import predict
-from models.temporal_liif import TemporalLIIF, instant_to_t, make_coord, nearest_index, normalise, video_queries
-from tests.conftest import SPECS
+from models.temporal_liif import TemporalLIIF, nearest_index, normalise
+from tests.conftest import spec_file
+from tests.support import assert_close_to_scale
+from utils.coords import instant_to_t, make_coord, video_queries
 
 FIXTURE = Path(__file__).parent / 'fixtures' / 'temporal_liif_official.pt'
 TINY = dict(n_resblocks=1, n_feats=4, hidden_list=[8, 8])
@@ -45,7 +46,7 @@ def test_matches_official_output():
     with torch.no_grad():
         out = net(fixture['input'], fixture['coord'], fixture['cell'])
     assert out.shape == fixture['output'].shape == (2, 2320, 3)
-    torch.testing.assert_close(out, fixture['output'], rtol=0, atol=1e-5)
+    assert_close_to_scale(out, fixture['output'])
 
 
 def test_official_state_dict_loads_strictly():
@@ -53,7 +54,7 @@ def test_official_state_dict_loads_strictly():
     MeanShift values are frozen: 4,004,291 trainable parameters of 4,004,315."""
     net = TemporalLIIF()
     official = {}
-    for line in (SPECS / 'params' / 'temporal_liif.txt').read_text().splitlines():
+    for line in spec_file('temporal_liif.txt').read_text().splitlines():
         if not line.startswith('#'):
             name, shape, _ = line.split('\t')
             official[name] = torch.randn(tuple(int(s) for s in shape.split(',') if s))
@@ -157,20 +158,16 @@ def test_any_frame_count_and_size():
         assert net.render(torch.rand(1, 2, 3, 9, 7), [0.3, 0.9], (10, 31)).shape == (1, 2, 3, 10, 31)
 
 
-def test_adapter_paths_agree_and_extras_are_honoured():
-    """With gradients the adapter calls forward once (DDP-safe), without it renders in chunks: same values."""
+def test_predict_paths_agree():
+    """With gradients predict calls forward once (DDP-safe), without it renders in chunks: same values."""
     net = tiny().eval()
     lq = torch.rand(2, 4, 3, 6, 5)
     with torch.no_grad():
-        rendered = predict(net, lq)
+        rendered = net.predict(lq)
     assert rendered.shape == (2, 7, 3, 24, 20)
-    trained = predict(net, lq)
+    trained = net.predict(lq)
     assert trained.requires_grad and not rendered.requires_grad
     torch.testing.assert_close(trained.detach(), rendered, rtol=0, atol=1e-6)
-    with torch.no_grad():
-        out = predict(net, lq, {'times': torch.tensor([[0.0, 1.5], [0.0, 1.5]]), 'scale': torch.tensor([2.0, 2.0])})
-        assert out.shape == (2, 2, 3, 12, 10)
-        torch.testing.assert_close(out[:, 1], net.render(lq, [1.5], (12, 10))[:, 0], rtol=0, atol=1e-6)
 
 
 def test_constructor_variants():

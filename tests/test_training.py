@@ -16,44 +16,7 @@ import torch
 import yaml
 
 from tests.conftest import ROOT
-from tests.test_networks import CONFIGS
-
-NETWORK = 'msitf'
-
-
-def options(tmp_path, name, **train):
-    if NETWORK not in CONFIGS:
-        pytest.skip(f'tests/networks/{NETWORK}.yml not found')
-    degradation = {'type': 'BD', 'scale': 4, 'sigma': 1.6}
-    tree = {
-        'name': name, 'experiments_root': str(tmp_path / 'experiments'), 'seed': 3, 'device': 'cpu',
-        'num_threads': 1,
-        'network': CONFIGS[NETWORK]['tiny'],
-        'data': {'train': {'type': 'VideoSeptuplets', 'paths': ['demo:carphone'], 'degradation': degradation,
-                           'max_frames': 24, 'lq_size': 16, 'use_flip': True, 'use_rot': True,
-                           'use_time_reverse': True},
-                 'val': {'type': 'VideoFile', 'paths': ['demo:carphone'], 'degradation': degradation,
-                         'max_frames': 7, 'max_side': 96},
-                 'batch_size': 2, 'num_workers': 0},
-        'train': {'total_iter': 6, 'log_every': 1, 'val_every': 3, 'save_every': 2, 'keep_checkpoints': 2,
-                  'progress_bar': False, 'optimizer': {'type': 'Adam', 'lr': 1e-3, 'betas': [0.9, 0.99]},
-                  'scheduler': {'type': 'CosineAnnealingRestart', 'periods': [6], 'restart_weights': [1.0],
-                                'eta_min': 1e-5}, **train},
-        'val': {'compare_baseline': False},
-    }
-    path = tmp_path / f'{name}.yml'
-    path.write_text(yaml.safe_dump(tree))
-    return path
-
-
-def run(args, **kw):
-    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT, env=env, timeout=600,
-                          **kw)
-
-
-def weights(path):
-    return torch.load(path, map_location='cpu', weights_only=True)
+from tests.support import CONFIGS, NETWORK, options, run, weights
 
 
 def test_train_kill_resume_test(tmp_path):
@@ -152,11 +115,11 @@ def test_non_finite_steps_are_skipped_then_stop_the_run(tmp_path):
 
 def test_seeded_samples_are_reproducible_and_carry_flows():
     from data import build_dataset
-    from main import SeededSamples
-    from models.flow import clip_flows, stack_clip_flows
+    from engine.training import SeededSamples
+    from models.flow import FlowInputs, clip_flows, stack_clip_flows
     dataset = build_dataset({'type': 'VideoSeptuplets', 'paths': ['demo:carphone'], 'max_frames': 14, 'lq_size': 16,
                              'use_flip': True, 'use_rot': True, 'use_time_reverse': True})
-    samples = SeededSamples(dataset, flow_backend='opencv_dis')
+    samples = SeededSamples(dataset, FlowInputs('opencv_dis'))
     a, b, c = samples[(3, 11)], samples[(3, 11)], samples[(3, 12)]
     assert torch.equal(a['lq'], b['lq']) and torch.equal(a['gt'], b['gt'])
     assert not torch.equal(a['gt'], c['gt'])  # another seed, another crop
@@ -171,14 +134,14 @@ def test_seeded_samples_are_reproducible_and_carry_flows():
 NAN_RUNNER = """
 import sys
 import main
-from models import adapters
+from models.base import VideoNetwork
 calls, bad = [0], {int(c) for c in sys.argv[1].split(',')}
-real = main.training_losses
+real = VideoNetwork.training_losses
 def losses(*args, **kwargs):
     calls[0] += 1
     pred, out = real(*args, **kwargs)
     return pred, ({k: v * float('nan') for k, v in out.items()} if calls[0] in bad else out)
-main.training_losses = losses
+VideoNetwork.training_losses = losses
 sys.exit(main.main(sys.argv[2:]))
 """
 

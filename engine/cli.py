@@ -2,13 +2,7 @@
 import re
 import sys
 
-
-def user_errors():
-    """The exception types that mean bad input (options, data, checkpoints), not a bug."""
-    from data.io import DataError
-    from utils.checkpoint import CheckpointError
-    from utils.options import OptionsError
-    return OptionsError, DataError, CheckpointError
+from utils.errors import USER_ERRORS
 
 
 def one_line(error):
@@ -21,10 +15,11 @@ def one_line(error):
     return text
 
 
-def run(main, argv=None, extra_errors=()):
-    """``main(argv)``'s exit code, or 2 after printing ``error: <message>`` for a user error."""
+def run(main, argv=None):
+    """``main(argv)``'s exit code, or 2 after printing ``error: <message>`` for a user error
+    (``utils.errors.USER_ERRORS``)."""
     try:
         return main(argv)
-    except user_errors() + tuple(extra_errors) as e:
+    except USER_ERRORS as e:
         print(f'error: {one_line(e)}', file=sys.stderr)
         return 2

@@ -1,11 +1,13 @@
-"""One checkpoint file per save, written atomically, loaded without running pickled code.
+"""The checkpoint format, in one place: written atomically, read without running pickled code, and turned
+back into a network or into test options.
 
-A checkpoint is a dict:
+A checkpoint is a dict (``training_state`` writes it, ``restore`` and ``rebuild_network`` read it):
     format      'stvsr-toolbox/1'
     network     the network spec {type, **kwargs}: ``test.py --checkpoint`` rebuilds the network from it
     weights     state_dict of the bare network (no 'module.' or '_orig_mod.' prefixes)
-    optimizer, scheduler, iteration (completed iterations), rng, best {metric, value, iteration},
-    config      the resolved options of the run
+    optimizer, scheduler, scaler (fp16 gradient scaler or None), iteration (completed iterations), rng,
+    best {metric, value, iteration},
+    config      the resolved options of the run (``options_from_checkpoint`` makes test options of it)
 Layout of <run>/checkpoints/: iter_<N>.pth (the newest ``keep`` are kept), latest.pth, best.pth.
 """
 import os
@@ -16,16 +18,18 @@ import shutil
 import warnings
 import zipfile
 from pathlib import Path
-from zlib import error as zlib_error
 
 import numpy as np
 import torch
 
+from models import build_network
+from utils.errors import CheckpointError, OptionsError
+
+from .options import apply_override, build_option, validate
+
 FORMAT = 'stvsr-toolbox/1'
 
 
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used: the message names the file and why."""
 
 
 def _fsync_dir(path):
@@ -101,7 +105,8 @@ def _zip_damage(path):
     try:
         with zipfile.ZipFile(path) as archive:
             bad = archive.testzip()
-    except (zipfile.BadZipFile, OSError, EOFError, zlib_error) as e:
+    except Exception as e:  # a damaged directory fails in many ways: bad names (UnicodeDecodeError), flag bits
+        # read as encryption (RuntimeError) or an unknown compression method (NotImplementedError), ...
         return f'damaged zip archive: {_first_sentence(e)}'
     return f'CRC mismatch in {bad}' if bad else None
 
@@ -153,8 +158,6 @@ def rebuild_network(path, spec, spec_key='network', checkpoint_key='test.checkpo
     name a network without trainable weights. ``spec_key`` and ``checkpoint_key`` are the option names
     the messages use (``network``/``test.checkpoint`` in YAML, ``--network``/``--checkpoint`` on the CLI).
     """
-    from models import build_network
-    from utils.options import OptionsError, build_option
     if path is None:
         if spec is None:
             raise OptionsError(f'{spec_key}: required when {checkpoint_key} is not given')
@@ -174,6 +177,49 @@ def rebuild_network(path, spec, spec_key='network', checkpoint_key='test.checkpo
     net = build_option(build_network, spec, spec_key)
     load_weights(net, network_weights(ckpt), path)
     return net, spec, ckpt
+
+
+def training_state(opt, net, optimizer, scheduler, scaler, iteration, best):
+    """The checkpoint of a training run at ``iteration`` (completed iterations)."""
+    return {'format': FORMAT, 'network': opt['network'], 'weights': net.state_dict(),
+            'optimizer': optimizer.state_dict(), 'scheduler': scheduler.state_dict(),
+            'scaler': scaler.state_dict() if scaler.is_enabled() else None,
+            'iteration': iteration, 'rng': rng_state(), 'best': best, 'config': opt}
+
+
+def restore(ckpt, path, opt, net, optimizer, scheduler, scaler):
+    """Load a training checkpoint into the network, optimizer, scheduler, fp16 gradient scaler and RNGs;
+    returns (iteration, best)."""
+    if ckpt.get('format') != FORMAT:
+        raise CheckpointError(f'{path}: not a training checkpoint of this toolbox (no optimizer state)')
+    if ckpt['network'] != opt['network']:
+        raise CheckpointError(f'{path}: holds network {ckpt["network"]}, the options ask for {opt["network"]}')
+    load_weights(net, ckpt['weights'], path)
+    optimizer.load_state_dict(ckpt['optimizer'])
+    scheduler.load_state_dict(ckpt['scheduler'])
+    if scaler.is_enabled() and ckpt.get('scaler'):
+        scaler.load_state_dict(ckpt['scaler'])
+    set_rng_state(ckpt['rng'])
+    return ckpt['iteration'], ckpt['best']
+
+
+def options_from_checkpoint(path, overrides=()):
+    """Test options for ``test.py --checkpoint`` alone: the run's own config, scored on its validation
+    clips under its validation protocol (then ``overrides``, ``--set`` assignments)."""
+    ckpt = load_checkpoint(path)
+    if ckpt.get('format') != FORMAT:
+        raise CheckpointError(f'{path}: a bare state_dict carries no network spec; pass -opt with network: too')
+    config = ckpt['config']
+    test_data = config['data'].get('test') or config['data']['val']
+    if test_data is None:
+        raise CheckpointError(f'{path}: its run had no validation data; pass -opt with data.test')
+    protocol = {k: config['val'][k] for k in ('protocol', 'crop_border', 'n_inputs', 'time_factor')
+                if k in config['val']}
+    tree = {'name': config['name'], 'experiments_root': config['experiments_root'], 'device': config['device'],
+            'network': ckpt['network'], 'data': {'test': test_data}, 'test': {**protocol, 'checkpoint': str(path)}}
+    for assignment in overrides:
+        tree = apply_override(tree, assignment)
+    return validate(tree, source=f'{path} (config)')
 
 
 def rng_state():

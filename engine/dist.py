@@ -5,7 +5,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from utils.options import OptionsError
+from utils.errors import OptionsError
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,10 @@ import contextlib
 
 import torch
 
-from utils.options import OptionsError
+from utils.errors import OptionsError
 
 AMP_DTYPES = {'off': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+COMPILE_MODES = ('off', 'default', 'reduce-overhead', 'max-autotune')
 
 
 def check_amp(amp, device):

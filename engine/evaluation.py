@@ -1,12 +1,8 @@
 """Scoring a network on clip datasets under a named protocol (shared by validation and test.py).
 
-Each clip is cut into windows by ``data.protocols.make_windows``; the network sees the window's LR
-input frames and predicts its 2n-1 HR frames; the frames the protocol marks as scored are rounded
-to the GT's integer range and compared with the GT. Averages run frame -> clip -> dataset.
-
-Networks with ``render(lq, times, size)`` (Temporal-LIIF, and the BicubicBlend baseline) are asked for
-the window's instants at the GT's size, so they are scored at any space scale (the dataset's degradation)
-and any ``time_factor``; fixed networks only at their own scale and time factor 2.
+Each clip is cut into windows by the protocol (``data.protocols.Protocol``); the network renders the
+window's output frames from its LR input frames (``VideoNetwork.render``); the frames the protocol marks as
+scored are rounded to the GT's integer range and compared with the GT. Averages run frame -> clip -> dataset.
 """
 import json
 import time
@@ -17,11 +13,11 @@ import torch
 from tqdm import tqdm
 
 from data.io import write_image
-from data.protocols import centre_window, make_windows
-from models.adapters import predict, unwrap
+from models.baseline import BicubicBlend
+from utils.errors import OptionsError
 from utils.metrics import calculate_psnr, calculate_ssim
-from utils.options import OptionsError
-from utils.performance import autocast
+
+from .performance import autocast
 
 METRICS = ('psnr_y', 'ssim_y', 'psnr_rgb', 'ssim_rgb')
 
@@ -40,43 +36,34 @@ def score_frame(pred, gt, max_value, crop_border=0):
     }
 
 
-def windows_of(clip, protocol, n_inputs, time_factor):
-    if protocol == 'centre':
-        return [centre_window(len(clip['lq']), clip['name'])]
-    return make_windows(len(clip['gt']), protocol, n_inputs, clip=clip['name'], time_factor=time_factor)
-
-
-def run_window(net, lq, window, size):
-    """The network's outputs for one window: lq (1, n, 3, h, w) -> (m, 3, H, W) float32 on the CPU."""
-    module = unwrap(net)
-    if callable(getattr(module, 'render', None)):
-        times = window.times or [i / 2 for i in range(len(window.outputs))]
-        return module.render(lq, times, size).squeeze(0).float().cpu()
-    if window.times is not None:
-        raise OptionsError(f'{type(module).__name__} makes 2n-1 frames at its own scale; protocol centre and time '
-                           'factors other than 2 need a network with render() (TemporalLIIF, BicubicBlend)')
-    return predict(net, lq).squeeze(0).float().cpu()
-
-
 @torch.no_grad()
-def evaluate(net, dataset, protocol, device, crop_border=0, max_clips=0, n_inputs=4, save_dir=None,
-             progress=True, time_factor=2, amp=None):
-    """Score ``net`` on every clip of ``dataset`` (``time_factor``: see the module docstring; ``amp``: an
-    autocast dtype, ``performance.amp``).
+def evaluate(net, dataset, protocol, device, amp=None, save_dir=None, progress=True):
+    """Score ``net`` on the clips of ``dataset`` under ``protocol`` (a ``data.protocols.Protocol``); ``amp``:
+    an autocast dtype (``performance.amp``); ``save_dir``: write the scored frames there.
 
+    Every window goes through ``net.render`` at the window's instants and the GT's size, so any-factor
+    networks are scored at any space scale (the dataset's degradation) and time factor, and fixed ones at
+    their own (anything else is a one-line ValueError from the network).
     Returns ``{'clips': [{'clip', 'frames', 'psnr_y', ...}], 'average': {...}, 'frames': total, 'seconds': t}``.
     """
     net.eval()
-    n_clips = min(len(dataset), max_clips) if max_clips else len(dataset)
+    device = torch.device(device)
+    try:
+        net.check_factors(time_factor=protocol.time_factor)
+    except ValueError as e:
+        raise OptionsError(f'protocol {protocol.describe()}: {e}') from None
     rows, start = [], time.time()
-    for i in tqdm(range(n_clips), desc=f'eval {protocol}', disable=not progress, leave=False):
+    for i in tqdm(range(protocol.clips(dataset)), desc=f'eval {protocol.name}', disable=not progress, leave=False):
         clip = dataset[i]
         frames = {}
-        for window in windows_of(clip, protocol, n_inputs, time_factor):
+        for window in protocol.windows(clip):
             lq = torch.from_numpy(np.ascontiguousarray(clip['lq'][list(window.inputs)])).permute(0, 3, 1, 2)
-            with autocast(torch.device(device), amp):
-                out = run_window(net, lq.unsqueeze(0).to(device), window, clip['gt'].shape[1:3])
-            out = out.clamp_(0, 1).permute(0, 2, 3, 1).numpy()
+            try:
+                with autocast(device, amp):
+                    out = net.render(lq.unsqueeze(0).to(device), window.times, clip['gt'].shape[1:3])
+            except ValueError as e:  # what the network cannot answer: other sizes (scale), other instants
+                raise OptionsError(f'clip {clip["name"]}: {e}') from None
+            out = out.squeeze(0).float().cpu().clamp_(0, 1).permute(0, 2, 3, 1).numpy()
             if len(out) != len(window.outputs):
                 raise ValueError(f'clip {clip["name"]}: the network returned {len(out)} frames for a window of '
                                  f'{len(window.outputs)}')
@@ -86,7 +73,7 @@ def evaluate(net, dataset, protocol, device, crop_border=0, max_clips=0, n_input
                 if out[pos].shape != gt.shape:
                     raise ValueError(f'clip {clip["name"]}, frame {clip["frame_names"][index]}: network output '
                                      f'{out[pos].shape} does not match the ground truth {gt.shape}')
-                frames[index] = score_frame(out[pos], gt, clip['max_value'], crop_border)
+                frames[index] = score_frame(out[pos], gt, clip['max_value'], protocol.crop_border)
                 if save_dir is not None:
                     name = Path(clip['frame_names'][index]).stem + '.png'
                     image = np.round(out[pos] * clip['max_value']).astype(clip['gt'].dtype)
@@ -129,15 +116,12 @@ def write_results(result, folder, stem, header):
     return write_rows(result['clips'] + [result['average']], ('clip',), folder, stem, {**header, **result})
 
 
-def compare_with_baseline(net, dataset, val_opt, device):
+def compare_with_baseline(net, dataset, protocol, device):
     """A table of ``net`` next to the bicubic+blend floor on the same clips and protocol."""
-    from models.baseline import BicubicBlend
     first = dataset[0]
-    scale = first['gt'].shape[1] // first['lq'].shape[1]
-    rows = []
-    for name, model in ((type(net).__name__, net), ('BicubicBlend', BicubicBlend(scale).to(device))):
-        r = evaluate(model, dataset, val_opt['protocol'], device, val_opt['crop_border'], val_opt['max_clips'],
-                     val_opt['n_inputs'], progress=False, time_factor=val_opt['time_factor'])['average']
-        rows.append({**r, 'method': name})
-    title = f'validation ({val_opt["protocol"]}, {len(dataset)} clips): network vs bicubic+blend baseline'
+    baseline = BicubicBlend(first['gt'].shape[1] // first['lq'].shape[1]).to(device)
+    rows = [{**evaluate(model, dataset, protocol, device, progress=False)['average'], 'method': name}
+            for name, model in ((type(net).__name__, net), ('BicubicBlend', baseline))]
+    title = (f'validation ({protocol.describe()}, {protocol.clips(dataset)} clips): network vs bicubic+blend '
+             'baseline')
     return format_table(rows, title, first='method')

@@ -20,11 +20,17 @@ import copy
 import inspect
 import re
 
+import torch.optim
 import yaml
 
+from data import DATASETS
+from data.protocols import PROTOCOLS
+from models import NETWORKS
+from models.losses import LOSSES
+from utils.errors import DataError, OptionsError
 
-class OptionsError(ValueError):
-    """A bad option: the message is one line naming the file and key."""
+from .optim import SCHEDULERS
+from .performance import AMP_DTYPES, COMPILE_MODES
 
 
 class Spec(dict):
@@ -40,6 +46,15 @@ class Arguments(dict):
 
 
 REQUIRED = object()
+
+# The protocol keys of val: and test: (one ``data.protocols.Protocol`` each).
+PROTOCOL = {
+    'protocol': 'window7',            # window7 | zsm_legacy | septuplet | centre (data/protocols.py)
+    'crop_border': 0,                 # pixels cropped at each border before scoring
+    'max_clips': 0,                   # score only the first N clips; 0 = all
+    'n_inputs': 4,                    # LR frames per window (2 for Vimeo triplets: 2 in, 3 out)
+    'time_factor': 2,                 # output frames per input interval; other than 2 needs an any_factor network
+}
 
 DEFAULTS = {
     'name': REQUIRED,                 # experiment name: outputs go to <experiments_root>/<name>/
@@ -84,19 +99,12 @@ DEFAULTS = {
         'compile': 'off',             # off | default | reduce-overhead | max-autotune: torch.compile mode (training)
         'cudnn_benchmark': False,     # torch.backends.cudnn.benchmark (fixed input sizes: faster convolutions)
     },
-    'val': {
-        'protocol': 'window7',        # window7 | zsm_legacy | septuplet | centre (see data/protocols.py)
-        'crop_border': 0,             # pixels cropped at each border before scoring
-        'max_clips': 0,               # score only the first N validation clips; 0 = all
+    'val': {                          # scoring during training: a protocol (data/protocols.py) and its settings
+        **PROTOCOL,
         'compare_baseline': True,     # at the end, print the final network next to BicubicBlend on the same clips
-        'n_inputs': 4,                # LR frames per window (2 for Vimeo triplets: 2 in, 3 out)
-        'time_factor': 2,             # output frames per input interval; other than 2 needs render() (TemporalLIIF)
     },
-    'test': {
-        'protocol': 'window7',
-        'crop_border': 0,
-        'n_inputs': 4,
-        'time_factor': 2,
+    'test': {                         # test.py: the same protocol settings, and what to write
+        **PROTOCOL,
         'factors': [],                # [[space, time], ..]: one table at each factor pair, network and baseline
         'checkpoint': None,           # checkpoint to evaluate (the network is rebuilt from it)
         'save_images': False,         # write output frames under <run>/results/<clip>/
@@ -106,12 +114,7 @@ DEFAULTS = {
 
 
 def spec_kinds():
-    """kind -> (lookup(name) -> callable or None, known names), imported lazily to keep this module light."""
-    import torch.optim
-    from data import DATASETS
-    from models import NETWORKS
-    from models.losses import LOSSES
-    from utils.optim import SCHEDULERS
+    """kind -> (lookup(name) -> callable or None, known names)."""
     optimizers = {n for n in dir(torch.optim) if isinstance(getattr(torch.optim, n), type)
                   and issubclass(getattr(torch.optim, n), torch.optim.Optimizer) and n != 'Optimizer'}
     return {
@@ -239,8 +242,12 @@ def apply_override(tree, assignment):
         raise OptionsError(f'--set {assignment}: the options file holds {_type_name(tree)}, not a mapping')
     try:
         value = yaml.load(text, Loader=UniqueKeyLoader) if text.strip() else None
-    except yaml.YAMLError as e:
+    except yaml.constructor.ConstructorError as e:  # e.g. a key given twice
         raise OptionsError(f'--set {assignment}: value is not valid YAML{_yaml_problem(e)}') from None
+    except yaml.YAMLError:
+        # Text that is no YAML is the string itself (e.g. a frame pattern such as {:08d}.png): the
+        # option's type check then says whether a string is what that key takes.
+        value = text
     tree = copy.deepcopy(tree)
     node = tree
     for key in keys[:-1]:
@@ -332,11 +339,10 @@ def check_values(opt):
          'test.factors', 'must be a list of [space, time] pairs of positive integers, e.g. [[2, 2], [4, 4]]'),
         (train['offset_warning'] > 0, 'train.offset_warning', 'must be > 0'),
         (0 <= opt['seed'] < 2 ** 32, 'seed', 'must be in [0, 2**32)'),
-        (opt['performance']['amp'] in ('off', 'bf16', 'fp16'), 'performance.amp', 'must be off, bf16 or fp16'),
-        (opt['performance']['compile'] in ('off', 'default', 'reduce-overhead', 'max-autotune'),
-         'performance.compile', 'must be off, default, reduce-overhead or max-autotune'),
+        (opt['performance']['amp'] in AMP_DTYPES, 'performance.amp', f'must be one of {", ".join(AMP_DTYPES)}'),
+        (opt['performance']['compile'] in COMPILE_MODES, 'performance.compile',
+         f'must be one of {", ".join(COMPILE_MODES)}'),
         (opt['num_threads'] >= 0, 'num_threads', 'must be >= 0 (0 keeps PyTorch\'s default)'),
-        (opt['val']['max_clips'] >= 0, 'val.max_clips', 'must be >= 0 (0 scores every clip)'),
         (re.fullmatch(r'auto|cpu|cuda(:\d+)?', opt['device']) is not None, 'device',
          'must be auto, cpu, cuda or cuda:N'),
         # '.' and '..' match the pattern but would name the experiments folder itself or its parent
@@ -345,9 +351,11 @@ def check_values(opt):
     ]
     for protocol_key in ('val', 'test'):
         rules.append((opt[protocol_key]['crop_border'] >= 0, f'{protocol_key}.crop_border', 'must be >= 0'))
-        rules.append((opt[protocol_key]['protocol'] in ('window7', 'zsm_legacy', 'septuplet', 'centre'),
-                      f'{protocol_key}.protocol', 'must be window7, zsm_legacy, septuplet or centre'))
+        rules.append((opt[protocol_key]['protocol'] in PROTOCOLS, f'{protocol_key}.protocol',
+                      f'must be one of {", ".join(PROTOCOLS)}'))
         rules.append((opt[protocol_key]['time_factor'] >= 1, f'{protocol_key}.time_factor', 'must be >= 1'))
+        rules.append((opt[protocol_key]['n_inputs'] >= 2, f'{protocol_key}.n_inputs', 'must be >= 2'))
+        rules.append((opt[protocol_key]['max_clips'] >= 0, f'{protocol_key}.max_clips', 'must be >= 0 (0 scores every clip)'))
     for ok, key, message in rules:
         if not ok:
             raise OptionsError(f'{key}: {message}')
@@ -371,7 +379,6 @@ def build_option(build, spec, key):
 
     DataError (a missing or broken file, already naming it) passes through unchanged.
     """
-    from data.io import DataError
     try:
         return build(spec)
     except DataError:

@@ -1,0 +1,1 @@
+"""The high layer: options, checkpoints, training, evaluation and inference (imports models/, data/ and utils/)."""
