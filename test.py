@@ -128,10 +128,10 @@ def inference_arguments(parser):
                        help='network spec, e.g. "{type: BicubicBlend}": instead of --checkpoint for networks without '
                             'weights, or the spec of a bare state_dict checkpoint')
     infer.add_argument('--scale', type=float, default=d.scale,
-                       help='space factor: any for any_factor networks (TemporalLIIF, BicubicBlend), others accept '
+                       help='space factor: any for any_scale networks (TemporalLIIF, BicubicBlend), others accept '
                             'their own only (default: the network\'s)')
     infer.add_argument('--time', type=float, default=d.time,
-                       help='time factor: any for any_factor networks, others accept 2 only (default 2)')
+                       help='time factor: any for any_time networks, others accept 2 only (default 2)')
     infer.add_argument('--fps', type=float, default=d.fps,
                        help='input frame rate (default: the video header; 25 for a frame folder)')
     infer.add_argument('--max-frames', type=int, default=d.max_frames, metavar='N',

@@ -11,7 +11,7 @@ How a clip goes through the network
   two windows is taken from the first. Frames are read one at a time, and only those of the current window
   are kept. A clip shorter than one window (N < 4) is padded at the end by repeating its last frame, and the
   outputs that fall on the padding are dropped (repeating works for N = 1 too, where reflecting cannot).
-  Networks with ``any_factor`` (TemporalLIIF, BicubicBlend) take any time factor T (``--time``):
+  Networks with ``any_time`` (TemporalLIIF, BicubicBlend) take any time factor T (``--time``):
   output frame j is the instant j / T in input-frame units, j = 0 .. floor((N-1) T), each rendered by the
   first window that spans it.
 - Space. Each window is cut into LR tiles (``--tile``) that overlap by at least ``--tile-overlap`` LR pixels;
@@ -87,8 +87,8 @@ class InferenceOptions:
     """Every option of ``test.py --input``, with its default, checked on construction (OptionsError naming
     the flag). ``outputs``: .mp4 files and/or folders for PNG frames."""
     outputs: tuple = ()
-    scale: float = None           # space factor: the network's own, or any for any_factor networks
-    time: float = None            # time factor: 2, or any for any_factor networks
+    scale: float = None           # space factor: the network's own, or any for any_scale networks
+    time: float = None            # time factor: 2, or any for any_time networks
     fps: float = None             # input frame rate (default: the video header; 25 for a frame folder)
     max_frames: int = None        # upscale only the first N input frames
     keep_fps: bool = False        # write at the input frame rate (slow motion) instead of fps x time factor
@@ -209,7 +209,7 @@ class WindowReader:
 class Upscaler:
     """Runs a network on one window of LR frames at the requested instants, scale and precision
     (``VideoNetwork.render``). ``scale``/``time_factor`` None mean the network's own (``net.scale``, 2);
-    other factors need an any_factor network (one-line OptionsError naming the flag otherwise)."""
+    other factors need an any_scale / any_time network (one-line OptionsError naming the flag otherwise)."""
 
     def __init__(self, net, device, precision='fp32', scale=None, time_factor=None, chunk=None):
         self.net, self.device, self.chunk = net.eval().to(device), torch.device(device), chunk

@@ -53,7 +53,7 @@ PROTOCOL = {
     'crop_border': 0,                 # pixels cropped at each border before scoring
     'max_clips': 0,                   # score only the first N clips; 0 = all
     'n_inputs': 4,                    # LR frames per window (2 for Vimeo triplets: 2 in, 3 out)
-    'time_factor': 2,                 # output frames per input interval; other than 2 needs an any_factor network
+    'time_factor': 2,                 # output frames per input interval; other than 2 needs an any_time network
 }
 
 DEFAULTS = {

@@ -20,7 +20,8 @@ and these attributes:
 
     scale          space factor of ``predict``
     size_multiple  LR sizes that are not a multiple of it are padded inside (and the output cropped back)
-    any_factor     ``render`` answers any instants and output size (continuous networks, the baseline)
+    any_time       ``render`` answers any instants between the input frames (continuous networks, TMNet)
+    any_scale      ``render`` answers any output size (continuous networks)
     own_loss       ``training_losses`` computes the network's official objective and ignores ``criterion``
 
 Loader-side inputs are computed once, in one place: ``extra_inputs()`` serves the loader workers, and
@@ -36,7 +37,8 @@ class VideoNetwork(nn.Module):
 
     scale = 4
     size_multiple = 1
-    any_factor = False
+    any_time = False
+    any_scale = False
     own_loss = False
 
     def predict(self, lq, extras=None):
@@ -59,29 +61,28 @@ class VideoNetwork(nn.Module):
         for what, value in (('scale', scale), ('time factor', time_factor)):
             if value is not None and not float(value) > 0:
                 raise ValueError(f'{what} must be > 0, got {value:g}')
-        if self.any_factor:
-            return
-        if scale is not None and float(scale) != float(self.scale):
-            raise ValueError(f'{name} upscales x{self.scale:g} in space only, not x{float(scale):g}; any factor '
-                             'needs a network with any_factor (TemporalLIIF, BicubicBlend)')
-        if time_factor is not None and float(time_factor) != 2:
-            raise ValueError(f'{name} makes 2x the frames in time only, not x{float(time_factor):g}; any factor '
-                             'needs a network with any_factor (TemporalLIIF, BicubicBlend)')
+        if scale is not None and not self.any_scale and float(scale) != float(self.scale):
+            raise ValueError(f'{name} upscales x{self.scale:g} in space only, not x{float(scale):g}; other '
+                             'factors need a network with any_scale (TemporalLIIF, BicubicBlend)')
+        if time_factor is not None and not self.any_time and float(time_factor) != 2:
+            raise ValueError(f'{name} makes 2x the frames in time only, not x{float(time_factor):g}; other '
+                             'factors need a network with any_time (TemporalLIIF, BicubicBlend)')
 
     def render(self, lq, times=None, size=None, chunk=None):
         """(b, n, 3, h, w) -> (b, m, 3, H, W) at the m ``times`` (input-frame units; default 0, 1/2, ..., n-1)
         and output ``size`` (default scale x). This default answers the frames ``predict`` makes: instants
-        that are multiples of 1/2, at its own scale; ``chunk`` is for networks that decode queries."""
+        that are multiples of 1/2, at its own scale; any_time / any_scale networks override it. ``chunk`` is
+        for networks that decode queries."""
         n, h, w = lq.shape[1], lq.shape[-2], lq.shape[-1]
         own = (round(self.scale * h), round(self.scale * w))
         if size is not None and tuple(size) != own:
             raise ValueError(f'{type(self).__name__} makes {own[1]}x{own[0]} frames from {w}x{h} (x{self.scale:g}), '
-                             f'not {size[1]}x{size[0]}; other sizes need a network with any_factor')
+                             f'not {size[1]}x{size[0]}; other sizes need a network with any_scale')
         positions = list(range(2 * n - 1)) if times is None else [2 * tau for tau in times]
         bad = [p / 2 for p in positions if p != int(p) or not 0 <= p <= 2 * n - 2]
         if bad:
             raise ValueError(f'{type(self).__name__} makes the instants 0, 1/2, ..., {n - 1} of {n} input frames, '
-                             f'not {bad[0]:g}; other instants need a network with any_factor')
+                             f'not {bad[0]:g}; other instants need a network with any_time')
         out = self.predict(lq)
         return out if times is None else out[:, [int(p) for p in positions]]
 

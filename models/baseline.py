@@ -33,7 +33,7 @@ class BicubicBlend(VideoNetwork):
         n, factor = lq.shape[1], self.time_factor
         return self.render(lq, [i / factor for i in range((n - 1) * factor + 1)])
 
-    any_factor = True
+    any_time = any_scale = True
 
     def render(self, lq, times=None, size=None, chunk=None):
         """lq (b, n, c, h, w) -> (b, m, c, H, W): instant tau (input-frame units, 0 <= tau <= n-1) is up[tau]

@@ -132,7 +132,7 @@ class TemporalLIIF(VideoNetwork):
         in_dim = n_feats * (9 if feat_unfold else 1) + 3 + (3 if cell_decode else 0)
         self.imnet = MLP(in_dim, 3, list(hidden_list))
 
-    any_factor = True
+    any_time = any_scale = True
 
     def forward(self, inp, coord, cell):
         return self.query(self.encode(inp), coord, cell)
