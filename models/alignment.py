@@ -10,8 +10,10 @@
 
 The official classes differ in a few constants, which are arguments here (defaults: Zooming Slow-Mo's):
 how many directions PCD aligns (MSITF: one), a bound on the offsets (MSITF: 10 tanh), what the deformable
-convs sample (MSITF's quirk samples the first frame's features alone), and the initialisation of the
-deformable weights (STDAN inherits detectron2's Kaiming init). Attribute names are the official ones.
+convs sample (MSITF's quirk samples the first frame's features alone), the initialisation of the
+deformable weights (STDAN inherits detectron2's Kaiming init), and the name of their offset convs
+(``offset_name``: 'conv_offset' in MSITF and STDAN, 'conv_offset_mask' in Zooming Slow-Mo's ``DCN_sep``).
+Attribute names are the official ones.
 """
 import torch
 import torch.nn as nn
@@ -54,10 +56,11 @@ class PCDAlign(nn.Module):
 
     Args beyond the official ones: ``offset_bound`` (offsets = bound * tanh, MSITF's 10; None: unbounded),
     ``dcn_init`` ('uniform': DCNv2's own init; 'kaiming': detectron2's ``kaiming_uniform_``, as STDAN's
-    DCNv2Pack).
+    DCNv2Pack), ``offset_name`` (attribute name of each deformable conv's offset conv).
     """
 
-    def __init__(self, nf=64, groups=8, directions=2, offset_bound=None, sample='src', dcn_init='uniform'):
+    def __init__(self, nf=64, groups=8, directions=2, offset_bound=None, sample='src', dcn_init='uniform',
+                 offset_name='conv_offset'):
         super().__init__()
         if sample not in ('src', 'mean'):
             raise ValueError(f"sample must be 'src' or 'mean', got {sample!r}")
@@ -75,7 +78,7 @@ class PCDAlign(nn.Module):
                 else:
                     setattr(self, f'L{level}_offset_conv2_{d}', nn.Conv2d(nf, nf, 3, 1, 1))
                 dcn = ModulatedDeformConv2d(nf, nf, 3, 1, 1, deformable_groups=groups, offset_in_channels=nf,
-                                            offset_name='conv_offset', offset_bound=offset_bound)
+                                            offset_name=offset_name, offset_bound=offset_bound)
                 if dcn_init == 'kaiming':
                     nn.init.kaiming_uniform_(dcn.weight, nonlinearity='relu')
                 setattr(self, f'L{level}_dcnpack_{d}', dcn)

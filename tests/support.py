@@ -1,6 +1,7 @@
 """Helpers several test files share (no tests here): network configurations, synthetic frames, and the
 options and subprocess runs of the end-to-end tests."""
 import glob
+import math
 import os
 import subprocess
 import sys
@@ -24,6 +25,28 @@ def assert_close_to_scale(got, want, rel=1e-5):
     """Deep networks in float32 agree to rounding relative to the output's scale, whatever the build of
     torch: |got - want| <= rel * max|want| (1e-5 is about 100 float32 ulps at the largest value)."""
     torch.testing.assert_close(got, want, rtol=0, atol=rel * float(want.abs().max()))
+
+
+def seeded_weights(net, seed=0):
+    """Overwrite every parameter from a seed, by name, so that an official class and ours get the same
+    weights without storing them (the official-output fixtures of the deformable and Swin networks): sorted names,
+    float64 normals r; LayerNorm gains 1 + 0.1 r, position-bias tables 0.5 r, weights r / sqrt(fan_in)
+    (x0.3 for offset convs), biases 0.1 r (1.0 r for offset convs), which gives deformable offsets of about
+    a pixel."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in sorted(net.named_parameters()):
+            r = torch.randn(p.shape, generator=g, dtype=torch.float64)
+            if 'norm' in name and name.endswith('weight'):
+                p.copy_(1 + 0.1 * r)
+            elif 'relative_position_bias_table' in name:
+                p.copy_(0.5 * r)
+            elif p.dim() > 1:
+                gain = 0.3 if 'conv_offset' in name else 1.0
+                p.copy_(gain * r / math.sqrt(p[0].numel()))
+            else:
+                p.copy_((1.0 if 'conv_offset' in name else 0.1) * r)
+    return net
 
 
 def smooth_frame(rng, h, w, dtype=np.uint8):

@@ -2,11 +2,13 @@
 
 The list of networks is the registry (``models.NETWORKS``): a registered network without a configuration
 in tests/networks/ fails here. Each tests/networks/<variant>.yml gives the official configuration
-(``full``: must equal the spec in ../shared/specs/params/<spec>, name by name and shape by shape), a ``tiny``
+(``full``: must equal the spec <spec>, name by name and shape by shape, from tests/fixtures/params/ or else
+../shared/specs/params/), a ``tiny``
 configuration of the same class, and LR ``sizes`` the tiny network must accept; a network may have several
 variants (STARnet with and without flow refinement).
 """
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,7 +32,9 @@ def variants(name):
 
 
 def read_spec(name):
-    path = SPECS / 'params' / name
+    path = Path(__file__).parent / 'fixtures' / 'params' / name
+    if not path.exists():
+        path = SPECS / 'params' / name
     if not path.exists():
         pytest.skip(f'spec not found: {path} (the shared folder sits beside the repository)')
     rows = []

@@ -14,30 +14,10 @@ from models.common import modulated_deform_sample
 from models.stdan import STDAN
 from models.swinir import SwinTransformerBlock
 from tests.conftest import spec_file
-from tests.support import assert_close_to_scale
+from tests.support import assert_close_to_scale, seeded_weights
 
 FIXTURE = Path(__file__).parent / 'fixtures' / 'stdan_official.pt'
 TINY = dict(nf=8, embed_dim=8, groups=2, num_heads=2, window_size=4, depths_extraction=[2], depths_recon=[2])
-
-
-def seeded_weights(net, seed=0):
-    """Overwrite every parameter from a seed, by name, so that the official class and ours get the same
-    weights without storing them: sorted names, float64 normals; LayerNorm gains 1 + 0.1 r, position-bias
-    tables 0.5 r, weights r / sqrt(fan_in) (x0.3 for offset convs), biases 0.1 r (1.0 r for offset convs),
-    which gives offsets of about a pixel and outputs of about unit scale."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in sorted(net.named_parameters()):
-            r = torch.randn(p.shape, generator=g, dtype=torch.float64)
-            if 'norm' in name and name.endswith('weight'):
-                p.copy_(1 + 0.1 * r)
-            elif 'relative_position_bias_table' in name:
-                p.copy_(0.5 * r)
-            elif p.dim() > 1:
-                gain = 0.3 if 'conv_offset' in name else 1.0
-                p.copy_(gain * r / math.sqrt(p[0].numel()))
-            else:
-                p.copy_((1.0 if 'conv_offset' in name else 0.1) * r)
 
 
 def test_matches_official_output():
