@@ -7,17 +7,22 @@ flow)`` therefore brings frame 2's content onto frame 1's grid (backward warping
 
 Backends (``backend=``):
 
-- ``pyflow``: Ce Liu's coarse-to-fine variational flow, the official estimator, with the official
-  settings (alpha 0.012, ratio 0.75, minWidth 20, 7 outer, 1 inner, 30 SOR iterations, RGB).
-  Used when ``import pyflow`` works; the package is not on PyPI (the PyPI project of that name is
-  unrelated), build it from its sources (github.com/pathak22/pyflow).
-- ``opencv_dis``: OpenCV's DIS flow, preset MEDIUM, on the grey image. The default without pyflow.
-- ``opencv_farneback``: OpenCV's Farneback flow on the grey image.
-- ``auto``: ``pyflow`` when importable, else ``opencv_dis``.
+- ``c2f``: Ce Liu's coarse-to-fine variational flow as pyflow computes it (``models/c2f.py``, a numba
+  port, bit-identical to pyflow on the real LR pairs of ../shared/specs/pyflow/cases.npz), with the
+  official settings of MSTT and STARnet (alpha 0.012, ratio 0.75, minWidth 20, 7 outer, 1 inner, 30 SOR
+  iterations, RGB). Frames must be at least pyflow's smallest size (27 pixels wide with these settings;
+  ``models.c2f``); smaller ones are a ValueError naming the minimum (pyflow itself crashes there).
+- ``pyflow``: the same, through a real pyflow build (``import pyflow``; not on PyPI, the PyPI project of
+  that name is unrelated), when one is installed.
+- ``auto`` (the networks' default): ``pyflow`` when a real pyflow imports, else ``c2f``.
+- ``opencv_dis`` and ``opencv_farneback``: fast approximate flows (OpenCV's DIS, preset MEDIUM, and
+  Farneback, on the grey image), not the flows the official weights were trained with. Mean end-point
+  error against pyflow on the eight cases of cases.npz (flows of 0.02-3.7 px on average): DIS 0.03-0.53 px,
+  Farneback 0.04-1.9 px. They run in 1-7 ms a pair (64x112 to 180x320) against c2f's 32-360 ms.
 
-Why DIS (measured with opencv-python-headless 5.0 on one thread; LR frames = PIL bicubic x1/4 of
-the real ground truth in ../shared/data, MSTT's training degradation; pairs two frames apart,
-MSTT's input spacing):
+Approximate backends, compared on real frames (opencv-python-headless 5.0, one thread; LR frames = PIL
+bicubic x1/4 of the real ground truth in ../shared/data, MSTT's training degradation; pairs two frames
+apart, MSTT's input spacing):
 
 ====================  ==============  ============  ==============  ==========================
 backend               warping error   EPE, smooth   EPE, smooth     time per pair
@@ -32,10 +37,7 @@ DIS ULTRAFAST / FAST  0.0149/0.0139   0.48/0.49     1.24/1.05       0.1-0.3 ms
 Warping error: mean |I1 - warp(I2, flow(I1, I2))| (RGB in [0, 1], pixels sampled inside the
 frame), averaged over 22 clips (16 Vimeo septuplets at 112x64, Vid4's four at 180x144, Jilin-189
 001 at 160x160, toflow at 320x180), 3 pairs each. EPE (LR pixels, 6-pixel border excluded): an LR
-frame of Jilin 001, Vid4 calendar and foliage resampled by a known smooth random flow. On exact
-sub-pixel translations (integer ground-truth shifts before the x1/4) Farneback is better (0.05 vs
-0.08 px): small rigid motion is its strength, larger and non-rigid motion is DIS's. On the
-near-static Jilin clip no flow beats zero flow (all 0.0043-0.0044).
+frame of Jilin 001, Vid4 calendar and foliage resampled by a known smooth random flow.
 
 Flows may be cached on disk (``cache_dir``): one ``.npy`` per image pair, keyed by a hash of both
 images' bytes and the backend, so augmented crops of the same frames never collide.
@@ -51,16 +53,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .c2f import coarse2fine_flow
+
 PYFLOW_PARAMS = dict(alpha=0.012, ratio=0.75, minWidth=20, nOuterFPIterations=7, nInnerFPIterations=1,
                      nSORIterations=30, colType=0)
+C2F_PARAMS = dict(alpha=0.012, ratio=0.75, min_width=20, n_outer=7, n_inner=1, n_sor=30, col_type=0)  # the same
 FARNEBACK_PARAMS = dict(pyr_scale=0.5, levels=3, winsize=15, iterations=3, poly_n=5, poly_sigma=1.2, flags=0)
-BACKENDS = ('auto', 'pyflow', 'opencv_dis', 'opencv_farneback')
+BACKENDS = ('auto', 'c2f', 'pyflow', 'opencv_dis', 'opencv_farneback')
 
 DIS_MIN_SIZE = 16  # OpenCV's DIS rejects some frames below this; smaller ones are edge-padded
 
 
 def resolve_backend(backend='auto'):
-    """The concrete backend ``backend`` stands for (``auto`` -> pyflow if importable, else opencv_dis)."""
+    """The concrete backend ``backend`` stands for (``auto`` -> pyflow if a real pyflow imports, else c2f)."""
     if backend not in BACKENDS:
         raise ValueError(f'unknown flow backend {backend!r}; known: {", ".join(BACKENDS)}')
     if backend != 'auto':
@@ -68,9 +73,9 @@ def resolve_backend(backend='auto'):
     try:
         import pyflow
     except ImportError:
-        return 'opencv_dis'
+        return 'c2f'
     # The unrelated PyPI package of that name imports too.
-    return 'pyflow' if hasattr(pyflow, 'coarse2fine_flow') else 'opencv_dis'
+    return 'pyflow' if hasattr(pyflow, 'coarse2fine_flow') else 'c2f'
 
 
 def _as_float(img):
@@ -86,6 +91,9 @@ def _as_grey_uint8(img):
 
 
 def _flow(img1, img2, backend):
+    if backend == 'c2f':
+        u, v, _ = coarse2fine_flow(_as_float(img1), _as_float(img2), **C2F_PARAMS)
+        return np.stack((u, v), axis=-1)
     if backend == 'pyflow':
         import pyflow
         u, v, _ = pyflow.coarse2fine_flow(np.ascontiguousarray(_as_float(img1)),

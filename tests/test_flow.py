@@ -5,7 +5,7 @@ import torch
 from PIL import Image
 
 from models.flow import clip_flows, compute_flow, flow_warp, resolve_backend, stack_clip_flows
-from tests.conftest import require
+from tests.conftest import SPECS, require
 
 OPENCV = ('opencv_dis', 'opencv_farneback')
 
@@ -115,7 +115,7 @@ def test_backend_choice():
         official = hasattr(pyflow, 'coarse2fine_flow')
     except ImportError:
         official = False
-    assert resolve_backend('auto') == ('pyflow' if official else 'opencv_dis')
+    assert resolve_backend('auto') == ('pyflow' if official else 'c2f')
     with pytest.raises(ValueError, match='unknown flow backend'):
         resolve_backend('raft')
 
@@ -141,3 +141,45 @@ def test_clip_flows_layout():
     stacked = stack_clip_flows(forward, backward)
     assert stacked.shape == (3, 2, 20, 24, 2)
     np.testing.assert_array_equal(stacked[2, 1], backward[2])
+
+
+def test_compute_flow_c2f_is_pyflow_on_real_pairs():
+    """The toolbox's entry point with backend c2f (uint8 frames in, as the loaders give them) gives
+    pyflow's flows on the official-setting cases of ../shared/specs/pyflow/cases.npz."""
+    path = SPECS / 'pyflow' / 'cases.npz'
+    if not path.exists():
+        pytest.skip(f'pyflow reference flows not found: {path} (the shared folder sits beside the repository)')
+    cases = np.load(path)
+    for i in (0, 6):  # Vimeo 64x112, Jilin-189 80x80
+        flow = compute_flow(cases[f'img1_{i}'], cases[f'img2_{i}'], 'c2f')
+        epe = np.sqrt(((flow - cases[f'flow_{i}']) ** 2).sum(-1))
+        assert flow.dtype == np.float32 and epe.mean() < 1e-4, (i, epe.mean())
+
+
+def test_c2f_below_pyflows_smallest_size_is_one_line():
+    img = np.zeros((16, 16, 3))
+    with pytest.raises(ValueError, match='below the smallest size pyflow accepts') as info:
+        compute_flow(img, img, 'c2f')
+    assert '\n' not in str(info.value)
+
+
+@pytest.mark.parametrize('spec', [{'type': 'MSTT', 'nf': 16, 'groups': 2, 'front_RBs': 1, 'back_RBs': 1,
+                                   'patchsize': [8, 4, 2, 1], 'channel': 32},
+                                  {'type': 'STARnet', 'base_filter': 16, 'feat': 8, 'num_stages': 2,
+                                   'n_resblock': 1, 'unet_width': 4}])
+def test_flow_networks_default_to_pyflows_flows(spec):
+    """MSTT and STARnet, built with their defaults, compute the flows of a real LR clip as pyflow would
+    (c2f without a pyflow build): predict equals predict given those flows."""
+    from models import build_network
+    clip = require('Jilin-189/test/001/truth')
+    frames = [np.asarray(Image.open(clip / f'0000000{i}.png').convert('RGB').resize((40, 40), Image.BICUBIC))
+              for i in (0, 2, 4, 6)]
+    torch.manual_seed(0)
+    net = build_network(spec).eval()
+    assert net.extra_inputs().backend == 'auto' and resolve_backend('auto') in ('c2f', 'pyflow')
+    lq = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2)[None].float() / 255
+    # from the float32 frames the network sees (their flows differ from the uint8 ones' by ~1e-7 px)
+    flows = stack_clip_flows(*clip_flows(list(lq[0].permute(0, 2, 3, 1).numpy()), resolve_backend('auto')))
+    with torch.no_grad():
+        torch.testing.assert_close(net.predict(lq), net.predict(lq, {'flows': torch.from_numpy(flows)[None]}),
+                                   rtol=0, atol=0)
