@@ -18,11 +18,16 @@ from engine.dist import cleanup, init_distributed
 from engine.options import load_options
 from engine.training import (
     StepTimer,
+    abandon,
     build_run,
     finish,
     log_progress,
+    next_batch,
+    request_stop,
     rollback,
     save,
+    should_stop,
+    stop_now,
     train_batches,
     train_step,
     validate,
@@ -39,7 +44,7 @@ def loop(run):
     timer = StepTimer()
     run.model.train()
     while it < total:
-        batch = next(batches)
+        batch = next_batch(run, batches, it)
         timer.data_ready()
         losses, loss = train_step(run, batch, it)
         if run.bad_steps >= cfg['max_bad_steps']:
@@ -62,6 +67,8 @@ def loop(run):
         regular = it % cfg['save_every'] == 0 or it == total
         if regular or is_best:
             save(run, it, is_best, regular)
+        if should_stop(run):
+            stop_now(run, it)
         timer.resume()
     finish(run)
     return run.run_dir
@@ -70,7 +77,16 @@ def loop(run):
 def train(opt):
     dist = init_distributed('cuda' if opt['device'] != 'cpu' and torch.cuda.is_available() else 'cpu')
     try:
-        return loop(build_run(opt, dist))
+        run = build_run(opt, dist)
+        request_stop(run)
+        try:
+            return loop(run)
+        except BaseException as e:
+            abandon(run, e)
+            raise
+        finally:
+            if run.lock is not None:
+                run.lock.release()
     finally:
         cleanup(dist)
 
@@ -91,7 +107,9 @@ def run_training(argv):
 
 
 def main(argv=None):
-    """Exit code: 0, or 2 after one line on stderr for bad options, data or checkpoints."""
+    """Exit code: 0; 2 after one line on stderr for bad options, data or checkpoints; 130/143 after one line
+    when Ctrl-C or SIGTERM stopped the run (with a checkpoint to resume from)."""
+    cli.raise_on_sigterm()
     return cli.run(run_training, argv)
 
 

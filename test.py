@@ -19,17 +19,18 @@ from pathlib import Path
 import torch
 
 from data import build_dataset
+from data.io import check_writable
 from data.protocols import Protocol
 from engine import cli
 from engine.checkpoint import options_from_checkpoint, rebuild_network
 from engine.dist import resolve_device
-from engine.evaluation import evaluate, format_table, write_results, write_rows
+from engine.evaluation import NonFiniteOutput, evaluate, format_table, write_results, write_rows
 from engine.inference import InferenceOptions, load_network, open_input, run_inference
 from engine.logger import setup_logging
 from engine.options import build_option, load_options
 from engine.performance import check_amp, prepare_network
 from models.baseline import BicubicBlend
-from utils.errors import OptionsError
+from utils.errors import CheckpointError, OptionsError
 
 ROOT = Path(__file__).resolve().parent
 DEMO_OPTIONS = ROOT / 'options' / 'test' / 'demo.yml'
@@ -42,7 +43,7 @@ def run_test(opt):
         torch.set_num_threads(opt['num_threads'])
     if opt['data']['test'] is None:
         raise OptionsError('data.test: required to test')
-    net, spec, _ = rebuild_network(opt['test']['checkpoint'], opt['network'])
+    net, spec, loaded = rebuild_network(opt['test']['checkpoint'], opt['network'])
     amp = check_amp(opt['performance']['amp'], device)
     net = prepare_network(net.to(device), opt['performance'])
     cfg = opt['test']
@@ -50,13 +51,21 @@ def run_test(opt):
     protocol = Protocol.from_options(cfg)
     out_dir = Path(cfg['results_dir']) if cfg['results_dir'] else (
         Path(ckpt).parent if ckpt else Path(opt['experiments_root']) / opt['name'])
+    check_writable(out_dir)
+    # one table per checkpoint (and iteration: best.pth moves on): scoring another never replaces this one
+    scored = '' if ckpt is None else f'_{Path(ckpt).stem}' + (
+        f'_iter{loaded["iteration"]}' if 'iteration' in loaded and Path(ckpt).stem != f'iter_{loaded["iteration"]}'
+        else '')
     if cfg['factors']:
-        return factor_table(opt, net, spec, protocol, device, out_dir, amp)
+        return factor_table(opt, net, spec, protocol, device, out_dir, scored, amp)
     dataset = build_option(build_dataset, opt['data']['test'], 'data.test')
-    stem = f'{opt["name"]}_{protocol.name}'
+    stem = f'{opt["name"]}_{protocol.name}{scored}'
     save_dir = out_dir / 'results' / stem if cfg['save_images'] else None
     start = time.time()
-    result = evaluate(net, dataset, protocol, device, amp=amp, save_dir=save_dir)
+    try:
+        result = evaluate(net, dataset, protocol, device, amp=amp, save_dir=save_dir)
+    except NonFiniteOutput as e:
+        raise CheckpointError(f'{ckpt or spec["type"]}: {e}; its weights are unusable (diverged training?)') from None
     title = (f'{opt["name"]}: {spec["type"]} on {opt["data"]["test"]["type"]} ({len(dataset)} clips) | protocol '
              f'{protocol.describe()} | {dataset.description} | {result["frames"]} frames scored | '
              f'crop {protocol.crop_border} | {ckpt or "no checkpoint"}')
@@ -73,11 +82,11 @@ def results_header(opt, spec):
             'protocol': cfg['protocol'], 'crop_border': cfg['crop_border'], 'time_factor': cfg['time_factor']}
 
 
-def factor_table(opt, net, spec, protocol, device, out_dir, amp=None):
+def factor_table(opt, net, spec, protocol, device, out_dir, scored='', amp=None):
     """``test.factors``: the network and the BicubicBlend baseline at each [space, time] factor pair, one table.
 
     The space factor replaces ``data.test.degradation.scale`` (LR made on the fly from the GT); the time
-    factor sets the protocol's windows (``data/protocols.py``). Written to <out>/<name>_factors.{csv,json}.
+    factor sets the protocol's windows (``data/protocols.py``). Written to <out>/<name>_factors<scored>.{csv,json}.
     """
     log, cfg, data_spec = setup_logging(), opt['test'], opt['data']['test']
     if data_spec.get('lq_root'):
@@ -98,7 +107,7 @@ def factor_table(opt, net, spec, protocol, device, out_dir, amp=None):
              f'protocol {protocol.name} | {degradation.get("type", "BI")} at each space factor | '
              f'crop {protocol.crop_border} | {cfg["checkpoint"] or "no checkpoint"}')
     log.info(format_table(rows, title, first='setting'))
-    csv_path, _ = write_rows(rows, ('space', 'time', 'method'), out_dir, f'{opt["name"]}_factors',
+    csv_path, _ = write_rows(rows, ('space', 'time', 'method'), out_dir, f'{opt["name"]}_factors{scored}',
                              {**results_header(opt, spec), 'rows': rows})
     log.info(f'{len(rows)} evaluations in {time.time() - start:.1f} s; table written to {csv_path} (and .json)')
     return rows
@@ -163,6 +172,7 @@ def main(argv=None):
                         help='override one option, value parsed as YAML (repeatable)')
     inference_only = inference_arguments(parser)
     args = parser.parse_args(argv)
+    cli.raise_on_sigterm()
     return cli.run(dispatch, (args, parser, inference_only))
 
 

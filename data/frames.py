@@ -78,7 +78,7 @@ class FrameFolders(Dataset):
                 names = read_list(source)
             else:
                 source, names = self.root, [str(c) for c in clips]
-            names = keep_existing(names, lambda c: (self.root / c).is_dir(), source, False, logger)
+            names = keep_existing(names, lambda c: (self.root / c).is_dir(), source, False, logger, can_skip=False)
         self.clips = []
         for name in names:
             gt_paths = list_images(self.root / name / gt_subdir)

@@ -121,6 +121,39 @@ def to_integer(img, dtype=np.uint8, bit_depth=None):
     return np.round(np.clip(img, 0, 1) * white).astype(dtype)
 
 
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+UMASK = _umask()
+
+
+def publish(path, directory=False):
+    """Give a file (or folder) made by ``tempfile`` (mode 0600 / 0700) the mode a plain ``open`` (or
+    ``mkdir``) would have given it under the process's umask, before it is renamed into place."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~UMASK)
+
+
+def check_writable(path):
+    """DataError unless ``path`` (a file or folder, existing or not) can be created or replaced: the nearest
+    existing folder above it must be a folder this process may write. Checked before work that would
+    otherwise be lost at the end."""
+    path = Path(path).absolute()
+    for parent in [path, *path.parents]:
+        if parent.exists():
+            break
+    if parent == path and path.is_dir():
+        parent = path
+    elif parent == path:
+        parent = path.parent
+    if not parent.is_dir():
+        raise DataError(f'{path}: cannot be written, {parent} is a file, not a folder')
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise DataError(f'{path}: cannot be written, {parent} is not writable')
+
+
 def write_image(path, img):
     """Write an RGB ``uint8``/``uint16`` frame atomically (a temporary file in the same folder, then rename).
 
@@ -137,6 +170,7 @@ def write_image(path, img):
     try:
         with os.fdopen(fd, 'wb') as f:
             f.write(encoded.tobytes())
+        publish(tmp)
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
@@ -185,18 +219,20 @@ def read_list(path):
     return keys
 
 
-def keep_existing(keys, exists, source, skip_missing, logger):
+def keep_existing(keys, exists, source, skip_missing, logger, can_skip=True):
     """Check that every listed clip exists: the keys for which ``exists(key)`` is true.
 
     Missing clips raise one DataError naming ``source`` (the list file or root), the count and the first
-    few, unless ``skip_missing`` is set, in which case they are dropped and the drop is logged.
+    few, unless ``skip_missing`` is set, in which case they are dropped and the drop is logged. The error
+    advises ``skip_missing`` only for datasets that take it (``can_skip``).
     """
     found = [exists(k) for k in keys]
     kept = [k for k, ok in zip(keys, found) if ok]
     missing = [k for k, ok in zip(keys, found) if not ok]
     if missing and not skip_missing:
+        advice = 'fix the paths or set skip_missing: true to use the rest' if can_skip else 'fix the paths or the list'
         raise DataError(f'{source}: {len(missing)} of {len(keys)} listed clips not found (first: '
-                        f'{", ".join(missing[:3])}); fix the paths or set skip_missing: true to use the rest')
+                        f'{", ".join(missing[:3])}); {advice}')
     if missing:
         logger.warning('%s: skipped %d of %d listed clips not found (first: %s)', source, len(missing),
                        len(keys), ', '.join(missing[:3]))

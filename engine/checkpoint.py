@@ -10,6 +10,7 @@ A checkpoint is a dict (``training_state`` writes it, ``restore`` and ``rebuild_
     config      the resolved options of the run (``options_from_checkpoint`` makes test options of it)
 Layout of <run>/checkpoints/: iter_<N>.pth (the newest ``keep`` are kept), latest.pth, best.pth.
 """
+import contextlib
 import os
 import pickle
 import random
@@ -62,12 +63,17 @@ def atomic_save(obj, path):
 
 
 def _atomic_copy(src, dst):
+    """A full copy (never a hard link: one file damaged in place must not take its copies with it)."""
     tmp = dst.with_name(f'.{dst.name}.tmp{os.getpid()}')
     try:
-        os.link(src, tmp)
-    except OSError:
-        shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+        with open(src, 'rb') as fin, open(tmp, 'wb') as fout:
+            shutil.copyfileobj(fin, fout, 16 * 2 ** 20)
+            fout.flush()
+            os.fsync(fout.fileno())
+        os.replace(tmp, dst)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
     _fsync_dir(dst.parent)
 
 
@@ -187,13 +193,24 @@ def training_state(opt, net, optimizer, scheduler, scaler, iteration, best):
             'iteration': iteration, 'rng': rng_state(), 'best': best, 'config': opt}
 
 
+TRAINING_KEYS = ('network', 'weights', 'optimizer', 'scheduler', 'iteration', 'rng', 'best', 'config')
+
+
+def check_training_checkpoint(ckpt, path):
+    """A CheckpointError unless ``ckpt`` is a whole training checkpoint of this toolbox."""
+    if ckpt.get('format') != FORMAT:
+        raise CheckpointError(f'{path}: not a training checkpoint of this toolbox (no optimizer state)')
+    missing = [k for k in TRAINING_KEYS if k not in ckpt]
+    if missing:
+        raise CheckpointError(f'{path}: damaged training checkpoint, it lacks {", ".join(missing)}')
+
+
 def restore(ckpt, path, opt, net, optimizer, scheduler, scaler):
     """Load a training checkpoint into the network, optimizer, scheduler, fp16 gradient scaler and RNGs;
     returns (iteration, best)."""
-    if ckpt.get('format') != FORMAT:
-        raise CheckpointError(f'{path}: not a training checkpoint of this toolbox (no optimizer state)')
-    if ckpt['network'] != opt['network']:
+    if ckpt.get('format') == FORMAT and 'network' in ckpt and ckpt['network'] != opt['network']:
         raise CheckpointError(f'{path}: holds network {ckpt["network"]}, the options ask for {opt["network"]}')
+    check_training_checkpoint(ckpt, path)
     load_weights(net, ckpt['weights'], path)
     optimizer.load_state_dict(ckpt['optimizer'])
     scheduler.load_state_dict(ckpt['scheduler'])
@@ -209,6 +226,7 @@ def options_from_checkpoint(path, overrides=()):
     ckpt = load_checkpoint(path)
     if ckpt.get('format') != FORMAT:
         raise CheckpointError(f'{path}: a bare state_dict carries no network spec; pass -opt with network: too')
+    check_training_checkpoint(ckpt, path)
     config = ckpt['config']
     test_data = config['data'].get('test') or config['data']['val']
     if test_data is None:
@@ -245,23 +263,35 @@ class CheckpointManager:
         self.folder, self.keep = Path(folder), keep
 
     def save(self, state, iteration, is_best=False):
-        """iter_N, then best (if ``is_best``), then latest: a kill between the steps leaves latest at the
-        previous checkpoint, from which a resumed run redoes this save, best copy included."""
-        self.folder.mkdir(parents=True, exist_ok=True)
+        """iter_N, then best (if ``is_best``), then latest, each a file of its own: a kill between the steps
+        leaves latest at the previous checkpoint, from which a resumed run redoes this save, best included.
+        A failed write (a full disk) is a CheckpointError naming the newest checkpoint still good."""
         path = self.folder / f'iter_{iteration}.pth'
-        atomic_save(state, path)
-        if is_best:
-            _atomic_copy(path, self.folder / 'best.pth')
-        _atomic_copy(path, self.folder / 'latest.pth')
+        with self._writing(path):
+            atomic_save(state, path)
+            if is_best:
+                _atomic_copy(path, self.folder / 'best.pth')
+            _atomic_copy(path, self.folder / 'latest.pth')
         for old in self.history()[self.keep:]:
             old.unlink()
         return path
 
     def save_best(self, state):
         """best.pth alone: a validation that beats the best between two regular saves."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        atomic_save(state, self.folder / 'best.pth')
+        with self._writing(self.folder / 'best.pth'):
+            atomic_save(state, self.folder / 'best.pth')
         return self.folder / 'best.pth'
+
+    @contextlib.contextmanager
+    def _writing(self, path):
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            yield
+        except OSError as e:
+            kept = [p.name for p in [self.folder / 'latest.pth', *self.history()] if p.exists() and p != path]
+            still = f'the newest checkpoint kept is {kept[0]}' if kept else 'no earlier checkpoint exists'
+            raise CheckpointError(f'{path}: cannot write the checkpoint ({e.strerror or e}); {still}, '
+                                  'resume from it with train.resume=auto once there is room') from None
 
     def remove_partial_files(self):
         """Delete temporary files of writes that a killed process left (``.<name>.tmp<pid>``); only the one

@@ -1,8 +1,9 @@
 """How every command-line entry point reports a user's mistake: one line on stderr, exit code 2."""
 import re
+import signal
 import sys
 
-from utils.errors import USER_ERRORS
+from utils.errors import USER_ERRORS, Interrupted
 
 
 def one_line(error):
@@ -15,11 +16,25 @@ def one_line(error):
     return text
 
 
+def raise_on_sigterm():
+    """SIGTERM raises :class:`Interrupted` (as Ctrl-C raises KeyboardInterrupt), so that cleanup runs:
+    temporary outputs are removed instead of left behind by a silent kill."""
+    def handler(signum, frame):
+        raise Interrupted(signum, 'stopped by SIGTERM; nothing was written')
+    signal.signal(signal.SIGTERM, handler)
+
+
 def run(main, argv=None):
-    """``main(argv)``'s exit code, or 2 after printing ``error: <message>`` for a user error
-    (``utils.errors.USER_ERRORS``)."""
+    """``main(argv)``'s exit code, or one line on stderr: ``error: <message>`` and 2 for a user error
+    (``utils.errors.USER_ERRORS``), ``stopped: ...`` and 128 + the signal for a run stopped by a signal."""
     try:
         return main(argv)
     except USER_ERRORS as e:
         print(f'error: {one_line(e)}', file=sys.stderr)
         return 2
+    except Interrupted as e:
+        print(f'stopped: {e}', file=sys.stderr)
+        return 128 + e.signum
+    except KeyboardInterrupt:
+        print('stopped: interrupted (Ctrl-C); nothing was written', file=sys.stderr)
+        return 128 + signal.SIGINT

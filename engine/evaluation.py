@@ -22,6 +22,10 @@ from .performance import autocast
 METRICS = ('psnr_y', 'ssim_y', 'psnr_rgb', 'ssim_rgb')
 
 
+class NonFiniteOutput(ValueError):
+    """The network's output holds NaN or inf (weights that diverged): there is nothing to score."""
+
+
 def score_frame(pred, gt, max_value, crop_border=0):
     """PSNR/SSIM on Y and RGB of one frame. pred float (H, W, 3) in [0, 1], gt integer (H, W, 3)."""
     pred = np.clip(np.round(pred.astype(np.float64) * max_value), 0, max_value)
@@ -63,6 +67,8 @@ def evaluate(net, dataset, protocol, device, amp=None, save_dir=None, progress=T
                     out = net.render(lq.unsqueeze(0).to(device), window.times, clip['gt'].shape[1:3])
             except ValueError as e:  # what the network cannot answer: other sizes (scale), other instants
                 raise OptionsError(f'clip {clip["name"]}: {e}') from None
+            if not torch.isfinite(out).all():
+                raise NonFiniteOutput(f'clip {clip["name"]}: the network\'s output is not finite (NaN or inf)')
             out = out.squeeze(0).float().cpu().clamp_(0, 1).permute(0, 2, 3, 1).numpy()
             if len(out) != len(window.outputs):
                 raise ValueError(f'clip {clip["name"]}: the network returned {len(out)} frames for a window of '

@@ -61,7 +61,7 @@ import yaml
 from tqdm import tqdm
 
 from data.frames import FrameReader
-from data.io import IMAGE_EXTENSIONS, to_float, to_integer, write_image
+from data.io import IMAGE_EXTENSIONS, check_writable, publish, to_float, to_integer, write_image
 from data.protocols import output_count, stream_windows
 from data.video import VideoReader
 from utils.errors import DataError, OptionsError
@@ -372,6 +372,7 @@ class FramesOutput(_Output):
         if self.path.exists():
             old = self.path.with_name(f'.{self.path.name}.old{os.getpid()}')
             os.replace(self.path, old)
+        publish(self.tmp, directory=True)
         os.replace(self.tmp, self.path)
         if old is not None:
             shutil.rmtree(old)
@@ -409,6 +410,7 @@ class VideoOutput(_Output):
 
     def commit(self):
         self.writer.release()
+        publish(self.tmp)
         os.replace(self.tmp, self.path)
 
     def _discard(self):
@@ -416,6 +418,18 @@ class VideoOutput(_Output):
             self.writer.release()
         if self.tmp is not None:
             self.tmp.unlink(missing_ok=True)
+
+
+def check_outputs(outputs, source):
+    """Before any work: every output can be written, and none is the input, lies inside it or holds it
+    (replacing a folder that holds the input would delete it), with or without --overwrite."""
+    source = Path(source).resolve()
+    for output in outputs:
+        target = Path(output).resolve()
+        if target == source or source in target.parents or target in source.parents:
+            raise OptionsError(f'--output {output}: is the input {source}, lies inside it or holds it; give an '
+                               'output elsewhere (the input is never replaced)')
+        check_writable(target)
 
 
 def make_outputs(paths, fps, dtype=np.uint8, bit_depth=None, overwrite=False):
@@ -448,6 +462,7 @@ def run_inference(net, source, options):
     if tile is not None:
         for side, length in zip(tile, (source.height, source.width)):
             tile_spans(length, side, options.tile_overlap)  # checks the tile size against the overlap
+    check_outputs(options.outputs, source.path)
     device = options.torch_device()
     meter = MemoryMeter(device)
     upscaler = Upscaler(net, device, options.precision, options.scale, options.time, options.chunk)

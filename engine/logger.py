@@ -36,6 +36,14 @@ def setup_logging(log_file=None, is_main=True):
     return logger
 
 
+def close_log_file():
+    """Close the log file of ``setup_logging`` (before its folder is removed); the console stays."""
+    logger = logging.getLogger(LOGGER_NAME)
+    for handler in [h for h in logger.handlers if isinstance(h, logging.FileHandler)]:
+        handler.close()
+        logger.removeHandler(handler)
+
+
 def format_eta(seconds):
     seconds = int(max(seconds, 0))
     d, rem = divmod(seconds, 86400)

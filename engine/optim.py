@@ -13,6 +13,14 @@ from utils.registry import Registry
 SCHEDULERS = Registry('scheduler')
 
 
+def _positive_int(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _finite(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 @SCHEDULERS.register()
 class CosineAnnealingRestart:
     """Cosine annealing with warm restarts, the recipe of the Zooming Slow-Mo family.
@@ -24,6 +32,12 @@ class CosineAnnealingRestart:
 
     def __init__(self, base_lr, periods=(150000, 150000, 150000, 150000), restart_weights=(1.0, 1.0, 1.0, 1.0),
                  eta_min=1e-7):
+        if not periods or not all(_positive_int(p) for p in periods):
+            raise ValueError(f'periods must be a non-empty list of positive iteration counts, got {list(periods)}')
+        if not all(_finite(w) and w >= 0 for w in restart_weights):
+            raise ValueError(f'restart_weights must be numbers >= 0, got {list(restart_weights)}')
+        if not (_finite(eta_min) and eta_min >= 0):
+            raise ValueError(f'eta_min must be a number >= 0, got {eta_min!r}')
         if len(periods) != len(restart_weights):
             raise ValueError(f'periods ({len(periods)}) and restart_weights ({len(restart_weights)}) '
                              'must have the same length')
@@ -44,6 +58,10 @@ class MultiStepLR:
     """lr = base_lr * gamma ** (number of milestones <= iteration)."""
 
     def __init__(self, base_lr, milestones=(), gamma=0.1):
+        if not all(_positive_int(m) for m in milestones):
+            raise ValueError(f'milestones must be positive iteration counts, got {list(milestones)}')
+        if not (_finite(gamma) and gamma > 0):
+            raise ValueError(f'gamma must be a number > 0, got {gamma!r}')
         self.milestones, self.gamma = sorted(milestones), gamma
 
     def __call__(self, it):

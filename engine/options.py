@@ -348,6 +348,8 @@ def check_values(opt):
         # '.' and '..' match the pattern but would name the experiments folder itself or its parent
         (isinstance(opt['name'], str) and re.fullmatch(r'[\w.-]+', opt['name']) is not None
          and opt['name'].strip('.') != '', 'name', 'must be a plain folder name (letters, digits, ._-)'),
+        # file systems allow 255 bytes; an overwritten run is kept as <name>_archived_<time> (25 more)
+        (len(opt['name'].encode()) <= 200, 'name', f'must be at most 200 bytes, got {len(opt["name"].encode())}'),
     ]
     for protocol_key in ('val', 'test'):
         rules.append((opt[protocol_key]['crop_border'] >= 0, f'{protocol_key}.crop_border', 'must be >= 0'))

@@ -6,11 +6,14 @@ lives in one :class:`Run`. Data order and augmentation depend only on (seed, epo
 (``SeededSamples``, ``ResumableSampler``), so a resumed or rolled-back run sees exactly the samples an
 uninterrupted run sees.
 """
+import fcntl
 import inspect
 import logging
 import math
+import os
 import random
 import shutil
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,22 +21,25 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
+import yaml
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
 from data import build_dataset
+from data.io import UMASK
 from data.protocols import Protocol
 from models import build_network
 from models.common import mean_offset_magnitude
 from models.losses import LOSSES
-from utils.errors import DataError, OptionsError, TrainingError
+from utils.errors import USER_ERRORS, DataError, Interrupted, OptionsError, TrainingError
 
-from .checkpoint import CheckpointManager, load_checkpoint, restore, training_state
+from .checkpoint import CheckpointManager, load_checkpoint, restore, rng_state, set_rng_state, training_state
+from .cli import one_line
 from .dist import barrier, broadcast_object, mean_over_ranks, resolve_device
-from .evaluation import compare_with_baseline, evaluate
-from .logger import MetricsLog, format_eta, setup_logging
+from .evaluation import NonFiniteOutput, compare_with_baseline, evaluate
+from .logger import MetricsLog, close_log_file, format_eta, setup_logging
 from .optim import build_optimizer, build_scheduler
 from .options import build_option, dump_options
 from .performance import autocast, check_amp, grad_scaler, maybe_compile, prepare_network
@@ -124,23 +130,80 @@ def configure_network_loss(net, options):
                  {'type': type(net).__name__, **options}, 'train.network_loss')
 
 
+class RunLock:
+    """An exclusive lock on a run folder for the life of the process: ``flock`` on ``<run>/.lock``, which the
+    kernel releases when the process ends in any way (kill -9 included), so a killed run resumes at once
+    while a second live trainer on the same folder stops with one line naming the holder's pid."""
+
+    def __init__(self, folder):
+        self.path = Path(folder) / '.lock'
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666 & ~UMASK)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(self.fd, 32).decode(errors='replace').strip() or 'unknown'
+            os.close(self.fd)
+            raise OptionsError(f'{folder}: another process (pid {holder}) is training in this run folder; wait for '
+                               'it to end, or give this run another name') from None
+        os.ftruncate(self.fd, 0)
+        os.write(self.fd, f'{os.getpid()}\n'.encode())
+
+    def release(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def checkpoints_in(folder):
+    return any((Path(folder) / 'checkpoints').glob('*.pth'))
+
+
 def prepare_run_dir(opt):
-    """Create (or reuse, when resuming) <experiments_root>/<name>; refuse to clobber a previous run."""
-    run_dir = Path(opt['experiments_root']) / opt['name']
+    """Create (or reuse, when resuming) <experiments_root>/<name>, locked for this process; refuse to clobber
+    a previous run. Returns (run folder, lock, whether this process created the folder)."""
+    run_dir = Path(opt['experiments_root']).resolve() / opt['name']
     resume, overwrite = opt['train']['resume'], opt['train']['overwrite']
-    if run_dir.exists() and any(run_dir.iterdir()) and resume is None:
-        if not overwrite:
-            raise OptionsError(f'{run_dir} already exists: set train.resume=auto to continue it or '
-                               'train.overwrite=true to start over (the old folder is kept as <name>_archived_<time>)')
-        shutil.move(str(run_dir), f'{run_dir}_archived_{time.strftime("%Y%m%d_%H%M%S")}')
+    lock, created = None, False
     try:
-        (run_dir / 'checkpoints').mkdir(parents=True, exist_ok=True)
+        if run_dir.is_dir() and any(run_dir.iterdir()):
+            lock = RunLock(run_dir)
+            if resume is None:
+                if not overwrite:
+                    raise OptionsError(f'{run_dir} already exists: set train.resume=auto to continue it or '
+                                       'train.overwrite=true to start over (the old folder is kept as '
+                                       '<name>_archived_<time>)')
+                shutil.move(str(run_dir), f'{run_dir}_archived_{time.strftime("%Y%m%d_%H%M%S")}')
+                lock.release()
+                lock = None
+        if lock is None:
+            created = not run_dir.exists()
+            run_dir.mkdir(parents=True, exist_ok=True)
+            lock = RunLock(run_dir)
+        (run_dir / 'checkpoints').mkdir(exist_ok=True)
         probe = run_dir / '.write_test'
         probe.write_bytes(b'x' * 1024)
         probe.unlink()
+    except OptionsError:
+        if lock is not None:
+            lock.release()
+        raise
     except OSError as e:
+        if lock is not None:
+            lock.release()
         raise OptionsError(f'{run_dir}: experiments folder is not writable ({e.strerror})') from None
-    return run_dir
+    return run_dir, lock, created
+
+
+def changed_options(old, new, prefix=''):
+    """``key: old -> new`` for every option that differs between two resolved option trees."""
+    changes = []
+    for key in sorted(set(old) | set(new), key=str):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict) and 'type' not in a:
+            changes += changed_options(a, b, f'{prefix}{key}.')
+        elif a != b:
+            changes.append(f'{prefix}{key}: {a} -> {b}')
+    return changes
 
 
 class StepTimer:
@@ -195,6 +258,10 @@ class Run:
     bad_steps: int = 0
     rollbacks: int = 0
     bar: object = None
+    lock: RunLock = None
+    created: bool = False  # this process made the run folder (removed again if the run fails before a checkpoint)
+    stop: int = 0          # the signal that asked the run to stop at the end of its iteration (0: none)
+    resumed_config: dict = None  # the options of the checkpoint resumed from
 
     @property
     def cfg(self):
@@ -202,7 +269,8 @@ class Run:
 
 
 def build_run(opt, dist):
-    """Build everything a run needs from the options; only then make the run folder, and resume."""
+    """Build everything a run needs from the options and check the data it starts with; only then make (and
+    lock) the run folder and resume. A failure after that goes through ``abandon``."""
     device = resolve_device(opt['device'], dist.local_rank)
     if opt['num_threads']:
         torch.set_num_threads(opt['num_threads'])
@@ -219,7 +287,7 @@ def build_run(opt, dist):
 
     perf = opt['performance']
     amp = check_amp(perf['amp'], device)
-    net = prepare_network(build_option(build_network, opt['network'], 'network').to(device), perf)
+    net = prepare_network(build_network_option(opt['network'], 'network').to(device), perf)
     params = [p for p in net.parameters() if p.requires_grad]
     if not params:
         raise OptionsError(f'network.type: {opt["network"]["type"]} has no trainable parameters '
@@ -227,52 +295,100 @@ def build_run(opt, dist):
     train_set = build_option(build_dataset, cfg_data['train'], 'data.train')
     val_set = (build_option(build_dataset, cfg_data['val'], 'data.val')
                if cfg_data['val'] is not None and dist.is_main else None)
+    protocol = Protocol.from_options(opt['val'])
+    samples = SeededSamples(train_set, net.extra_inputs())
+    check_data(net, samples, val_set, protocol, opt['seed'])
     criterion = LOSSES.build(cfg['loss'])
     configure_network_loss(net, cfg['network_loss'])
     optimizer = build_option(lambda spec: build_optimizer(params, spec), cfg['optimizer'], 'train.optimizer')
     scheduler = build_option(lambda spec: build_scheduler(optimizer, spec, cfg['warmup_iter']), cfg['scheduler'],
                              'train.scheduler')
 
-    # Only now, with every option proven to build, is anything written.
-    run_dir = broadcast_object(prepare_run_dir(opt) if dist.is_main else None, dist)
-    setup_logging(run_dir / 'train.log', dist.is_main)
-    if dist.is_main:
-        dump_options(opt, run_dir / 'config.yml')
-    ckpts = CheckpointManager(run_dir / 'checkpoints', cfg['keep_checkpoints'])
-    if dist.is_main:
-        for name in ckpts.remove_partial_files():
-            log.warning(f'removed {name}, a checkpoint write that an earlier process did not finish')
-
     step = TrainingStep(net, criterion)
     sampler = ResumableSampler(train_set, dist.world_size, dist.rank, opt['seed'])
     workers = cfg_data['num_workers']
     # The loader draws its workers' base seed from its own generator: from the global one, that draw would
     # happen at a different point of a resumed run and shift every later random number (stochastic depth).
-    loader = DataLoader(SeededSamples(train_set, net.extra_inputs()), batch_size=cfg_data['batch_size'] // dist.world_size,
-                        sampler=sampler, num_workers=workers, drop_last=True, persistent_workers=workers > 0,
-                        pin_memory=cfg_data['pin_memory'] and device.type == 'cuda',
+    loader = DataLoader(samples, batch_size=cfg_data['batch_size'] // dist.world_size, sampler=sampler,
+                        num_workers=workers, drop_last=True, persistent_workers=workers > 0,
+                        pin_memory=cfg_data['pin_memory'] and device.type == 'cuda', worker_init_fn=quiet_worker,
                         generator=torch.Generator().manual_seed(opt['seed']))
     # DDP averages gradients over ranks; a summed loss must be scaled back up to equal one process's sum.
     summed = not net.own_loss and criterion.reduction == 'sum'
+
+    # Only now, with every option proven to build and the first data read, is anything written.
+    run_dir, lock, created = prepare_run_dir(opt) if dist.is_main else (None, None, False)
+    run_dir = broadcast_object(run_dir, dist)
     run = Run(opt=opt, dist=dist, device=device, net=net,
               model=maybe_compile(DistributedDataParallel(step) if dist.enabled else step, perf),
               optimizer=optimizer, scheduler=scheduler, scaler=grad_scaler(device, amp), amp=amp, loader=loader,
-              sampler=sampler, val_set=val_set, protocol=Protocol.from_options(opt['val']), ckpts=ckpts,
-              run_dir=run_dir, metrics=None, loss_scale=dist.world_size if summed else 1)
-    resume_run(run)
-    run.metrics = MetricsLog(run_dir, run.start_iter, cfg['tensorboard']) if dist.is_main else None
-    log.info(f'network {opt["network"]["type"]}: {sum(p.numel() for p in params):,} parameters; '
-             f'{len(train_set):,} training samples; batch {cfg_data["batch_size"]} on {dist.world_size} '
-             f'process(es), device {device}')
-    log.info(f'run folder {run_dir}; iterations {run.start_iter} -> {cfg["total_iter"]}')
+              sampler=sampler, val_set=val_set, protocol=protocol,
+              ckpts=CheckpointManager(run_dir / 'checkpoints', cfg['keep_checkpoints']), run_dir=run_dir,
+              metrics=None, loss_scale=dist.world_size if summed else 1, lock=lock, created=created)
+    try:
+        setup_logging(run_dir / 'train.log', dist.is_main)
+        log.info(f'run folder {run_dir}')
+        if dist.is_main:
+            for name in run.ckpts.remove_partial_files():
+                log.warning(f'removed {name}, a checkpoint write that an earlier process did not finish')
+        resume_run(run)
+        if dist.is_main:
+            record_options(run)
+        run.metrics = MetricsLog(run_dir, run.start_iter, cfg['tensorboard']) if dist.is_main else None
+        log.info(f'network {opt["network"]["type"]}: {sum(p.numel() for p in params):,} parameters; '
+                 f'{len(train_set):,} training samples; batch {cfg_data["batch_size"]} on {dist.world_size} '
+                 f'process(es), device {device}; iterations {run.start_iter} -> {cfg["total_iter"]}')
+    except BaseException as e:
+        abandon(run, e)
+        raise
     run.bar = tqdm(total=cfg['total_iter'], initial=run.start_iter, desc='train', dynamic_ncols=True,
                    disable=not (dist.is_main and cfg['progress_bar']))
     return run
 
 
+def build_network_option(spec, key):
+    """``build_network(spec)`` with its errors naming ``key``, and no layer without weights (a width of 0)."""
+    net = build_option(build_network, spec, key)
+    empty = [name for name, p in net.named_parameters() if p.numel() == 0]
+    if empty:
+        raise OptionsError(f'{key} ({spec["type"]}): layer {empty[0]} has no weights; check the widths '
+                           '(nf, channels, ...) for a 0')
+    return net
+
+
+def quiet_worker(worker_id):
+    """Loader workers leave Ctrl-C to the main process, which stops the run cleanly (``request_stop``)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def check_data(net, samples, val_set, protocol, seed):
+    """Read the first training sample and the first validation clip before anything is written, so that
+    broken or unfit data stops the run at once: a sample whose GT is not ``net.scale`` times its LR,
+    frames that do not decode, a validation clip too short for its protocol. The RNGs are left as they
+    were (the run's random numbers must not depend on this check)."""
+    state = rng_state()
+    try:
+        sample = samples[(0, seed)]
+    finally:
+        set_rng_state(state)
+    if 'coord' not in sample and not net.any_scale:
+        lq, gt = sample['lq'].shape[-2:], sample['gt'].shape[-2:]
+        if tuple(gt) != (lq[0] * net.scale, lq[1] * net.scale):
+            raise OptionsError(f'data.train: samples are {lq[1]}x{lq[0]} LR for {gt[1]}x{gt[0]} GT, but the network '
+                               f'upscales x{net.scale:g}; set the degradation scale to {net.scale:g}')
+    if val_set is not None:
+        clip = val_set[0]
+        protocol.windows(clip)
+        lq, gt = clip['lq'].shape[1:3], clip['gt'].shape[1:3]
+        if not net.any_scale and tuple(gt) != (lq[0] * net.scale, lq[1] * net.scale):
+            raise OptionsError(f'data.val: clip {clip["name"]} is {lq[1]}x{lq[0]} LR for {gt[1]}x{gt[0]} GT, but the '
+                               f'network upscales x{net.scale:g}; set the degradation scale to {net.scale:g}')
+
+
 def resume_run(run):
-    """``train.resume``: auto (the newest loadable checkpoint of this run, if any) or a path."""
-    resume = run.cfg['resume']
+    """``train.resume``: auto (the newest loadable checkpoint of this run, if any) or a path. A learning rate
+    changed since the checkpoint is the new base learning rate for the rest of the schedule."""
+    resume, cfg = run.cfg['resume'], run.cfg
     if resume is None:
         return
     path, ckpt = run.ckpts.latest_valid(log.warning) if resume == 'auto' else (resume, load_checkpoint(resume))
@@ -280,7 +396,33 @@ def resume_run(run):
         log.info('resume: auto found no checkpoint; starting from scratch')
         return
     run.start_iter, run.best = restore(ckpt, path, run.opt, run.net, run.optimizer, run.scheduler, run.scaler)
+    if run.start_iter > cfg['total_iter']:
+        raise OptionsError(f'train.total_iter: {cfg["total_iter"]}, but {path} is at iteration {run.start_iter}; '
+                           f'give a total_iter above {run.start_iter} to train on')
     log.info(f'resumed from {path} at iteration {run.start_iter}')
+    run.resumed_config = ckpt['config']
+    old_lr, new_lr = ckpt['config']['train']['optimizer'].get('lr'), cfg['optimizer'].get('lr')
+    if new_lr is not None and old_lr != new_lr:
+        # LambdaLR keeps its base learning rates in its state: the loaded ones would scale the new schedule.
+        run.scheduler.base_lrs = [new_lr] * len(run.optimizer.param_groups)
+        for group, lr_lambda in zip(run.optimizer.param_groups, run.scheduler.lr_lambdas):
+            group['initial_lr'], group['lr'] = new_lr, new_lr * lr_lambda(run.scheduler.last_epoch)
+        log.info(f'train.optimizer.lr changed on resume: {old_lr:g} -> {new_lr:g}, the base learning rate of the '
+                 f'schedule from iteration {run.start_iter} on (now {run.optimizer.param_groups[0]["lr"]:.3e})')
+
+
+def record_options(run):
+    """config.yml holds the options the run started with, never replaced; each resume adds
+    config_resume_<iteration>.yml with its own resolved options, and logs what changed."""
+    first = run.run_dir / 'config.yml'
+    if not first.exists():
+        dump_options(run.opt, first)
+        return
+    path = run.run_dir / f'config_resume_{run.start_iter}.yml'
+    dump_options(run.opt, path)
+    before = run.resumed_config or yaml.safe_load(first.read_text(encoding='utf-8'))
+    changes = changed_options(before, run.opt)
+    log.info(f'options of this resume in {path.name}: ' + ('; '.join(changes) if changes else 'unchanged'))
 
 
 def train_step(run, batch, it):
@@ -358,7 +500,11 @@ def log_progress(run, it, losses, loss, timer):
 
 def validate(run, it):
     """Score the validation clips (rank 0 only); returns whether this is the best validation so far."""
-    result = evaluate(run.net, run.val_set, run.protocol, run.device, amp=run.amp, progress=False)
+    try:
+        result = evaluate(run.net, run.val_set, run.protocol, run.device, amp=run.amp, progress=False)
+    except NonFiniteOutput as e:
+        raise TrainingError(f'validation at iteration {it}: {e}; {newest_checkpoint(run)} with a lower '
+                            'train.optimizer.lr or train.grad_clip set') from None
     avg, best = result['average'], run.best
     is_best = avg['psnr_y'] > best['value']
     if is_best:
@@ -375,7 +521,11 @@ def validate(run, it):
 
 def save(run, it, is_best, regular):
     """A checkpoint at iteration ``it``: iter_N/latest (``regular``) and/or best. Only rank 0 writes; the
-    best weights are kept even when their validation is not a save point."""
+    best weights are kept even when their validation is not a save point. Never from a state whose last
+    step was non-finite: every checkpoint is one a rollback or a resume can go on from."""
+    if run.bad_steps:
+        log.warning(f'iter {it}: no checkpoint, the last {run.bad_steps} step(s) were non-finite')
+        return
     if run.dist.is_main:
         state = training_state(run.opt, run.net, run.optimizer, run.scheduler, run.scaler, it, run.best)
         path = run.ckpts.save(state, it, is_best) if regular else run.ckpts.save_best(state)
@@ -384,8 +534,71 @@ def save(run, it, is_best, regular):
         barrier(run.dist)
 
 
+def next_batch(run, batches, it):
+    """The next training batch; a loader worker that died (the OOM killer, a signal) is one line."""
+    try:
+        return next(batches)
+    except RuntimeError as e:
+        if 'DataLoader worker' not in str(e):
+            raise
+        raise TrainingError(f'a data loader worker died before iteration {it + 1} ({str(e).splitlines()[0]}); '
+                            f'resume with train.resume=auto (with fewer data.num_workers if memory is short)') from None
+
+
+def request_stop(run):
+    """SIGINT (Ctrl-C) and SIGTERM stop the run at the end of the current iteration, with a checkpoint;
+    a second one stops it at once."""
+    def handler(signum, frame):
+        if run.stop:
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            raise Interrupted(signum, f'stopped by {signal.Signals(signum).name} during iteration; '
+                                      f'{newest_checkpoint(run)}')
+        run.stop = signum
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, handler)
+
+
+def should_stop(run):
+    """Whether a stop was requested (on any rank: they agree, so that all of them stop at the same point)."""
+    if run.dist.enabled:
+        return mean_over_ranks(torch.tensor(float(run.stop), device=run.device), run.dist) > 0
+    return bool(run.stop)
+
+
+def stop_now(run, it):
+    """Save a resumable checkpoint at iteration ``it`` (unless the last save was there) and stop."""
+    name = signal.Signals(run.stop or signal.SIGINT).name
+    if run.bad_steps == 0 and not (run.ckpts.folder / f'iter_{it}.pth').exists():
+        save(run, it, False, True)
+    run.bar.close()
+    raise Interrupted(run.stop or signal.SIGINT, f'stopped by {name} at iteration {it}; {newest_checkpoint(run)}')
+
+
+def newest_checkpoint(run):
+    history = run.ckpts.history()
+    return (f'the newest checkpoint is {history[0]}; continue with --set train.resume=auto' if history
+            else 'no checkpoint was saved')
+
+
+def abandon(run, error):
+    """A run that fails: its fatal line goes to train.log as well as to stderr; a folder this process made
+    that holds no checkpoint is removed, so that the same command can run again once the cause is fixed."""
+    if not run.dist.is_main:
+        return
+    if run.created and not checkpoints_in(run.run_dir):
+        close_log_file()
+        shutil.rmtree(run.run_dir, ignore_errors=True)
+    elif isinstance(error, USER_ERRORS + (Interrupted,)):
+        log.error(f'error: {one_line(error)}')
+    if run.lock is not None:
+        run.lock.release()
+
+
 def finish(run):
     run.bar.close()
+    if run.bad_steps:
+        raise TrainingError(f'the last {run.bad_steps} step(s) were non-finite, their weights were not saved; '
+                            f'{newest_checkpoint(run)} with a lower train.optimizer.lr or train.grad_clip set')
     if not run.dist.is_main:
         return
     run.metrics.plot()

@@ -63,11 +63,16 @@ def test_train_kill_resume_test(tmp_path):
     again = run(['main.py', '-opt', str(options(tmp_path, 'ref'))])
     assert again.returncode == 2 and 'already exists' in again.stderr
 
-    # test.py rebuilds the network from the checkpoint alone and writes its tables beside it.
+    # test.py rebuilds the network from the checkpoint alone and writes its tables beside it, one table per
+    # checkpoint and iteration: scoring another checkpoint of the run never replaces the first table.
     tested = run(['test.py', '--checkpoint', str(ref_dir / 'checkpoints' / 'best.pth')])
     assert tested.returncode == 0, tested.stderr[-2000:]
     assert '| average | 7 |' in tested.stdout
-    assert (ref_dir / 'checkpoints' / 'ref_window7.csv').exists()
+    best = weights(ref_dir / 'checkpoints' / 'best.pth')['iteration']
+    first = ref_dir / 'checkpoints' / f'ref_window7_best_iter{best}.csv'
+    table = first.read_text()
+    assert run(['test.py', '--checkpoint', str(ref_dir / 'checkpoints' / 'iter_6.pth')]).returncode == 0
+    assert (ref_dir / 'checkpoints' / 'ref_window7_iter_6.csv').exists() and first.read_text() == table
 
 
 def test_torchrun_two_processes_match_one(tmp_path):

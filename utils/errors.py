@@ -21,4 +21,13 @@ class TrainingError(RuntimeError):
     """Training cannot go on (e.g. repeated non-finite losses); the message says what to do."""
 
 
+class Interrupted(Exception):
+    """A run stopped by a signal (Ctrl-C, SIGTERM); the message says where the work stands. Exit code
+    128 + the signal number (130 for SIGINT, 143 for SIGTERM), as a shell reports a killed command."""
+
+    def __init__(self, signum, message):
+        super().__init__(message)
+        self.signum = signum
+
+
 USER_ERRORS = (OptionsError, DataError, CheckpointError, TrainingError)
