@@ -188,32 +188,43 @@ class Mlp(nn.Module):
         return self.fc2(self.act(self.fc1(x)))
 
 
+def window_pair(size):
+    """An int or a (rows, columns) pair -> (rows, columns): window and shift sizes of the Swin helpers."""
+    return (size, size) if isinstance(size, int) else tuple(size)
+
+
 def window_partition(x, window_size):
-    """(b, h, w, c) -> (b * h/ws * w/ws, ws*ws, c), windows in row-major order."""
+    """(b, h, w, c) -> (b * h/wh * w/ww, wh*ww, c), windows in row-major order; ``window_size`` an int
+    (square windows) or (wh, ww)."""
+    wh, ww = window_pair(window_size)
     b, h, w, c = x.shape
-    x = x.view(b, h // window_size, window_size, w // window_size, window_size, c)
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window_size * window_size, c)
+    x = x.view(b, h // wh, wh, w // ww, ww, c)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, wh * ww, c)
 
 
 def window_reverse(windows, window_size, h, w):
-    """Inverse of ``window_partition``: (b * nW, ws*ws, c) -> (b, h, w, c)."""
+    """Inverse of ``window_partition``: (b * nW, wh*ww, c) -> (b, h, w, c)."""
+    wh, ww = window_pair(window_size)
     c = windows.shape[-1]
-    x = windows.view(-1, h // window_size, w // window_size, window_size, window_size, c)
+    x = windows.view(-1, h // wh, w // ww, wh, ww, c)
     return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, h, w, c)
 
 
 def shifted_window_mask(h, w, window_size, shift_size, device=None):
-    """Attention mask (nW, ws*ws, ws*ws) for windows shifted by ``shift_size``: 0 within a region, -100 across.
+    """Attention mask (nW, wh*ww, wh*ww) for windows shifted by ``shift_size``: 0 within a region, -100 across.
 
     After the cyclic shift, a window at the bottom/right border holds pixels from opposite borders; the
-    mask keeps them from attending to each other.
+    mask keeps them from attending to each other. Window and shift: an int or (rows, columns); a zero
+    shift along one axis makes that axis one region.
     """
+    (wh, ww), (sh, sw) = window_pair(window_size), window_pair(shift_size)
     img = torch.zeros(1, h, w, 1, device=device)
-    cuts = (slice(0, -window_size), slice(-window_size, -shift_size), slice(-shift_size, None))
-    for i, hs in enumerate(cuts):
-        for j, ws in enumerate(cuts):
+    rows = (slice(0, -wh), slice(-wh, -sh), slice(-sh, None))
+    cols = (slice(0, -ww), slice(-ww, -sw), slice(-sw, None))
+    for i, hs in enumerate(rows):
+        for j, ws in enumerate(cols):
             img[:, hs, ws, :] = 3 * i + j
-    regions = window_partition(img, window_size).squeeze(-1)
+    regions = window_partition(img, (wh, ww)).squeeze(-1)
     mask = regions.unsqueeze(1) - regions.unsqueeze(2)
     return mask.masked_fill(mask != 0, -100.).masked_fill(mask == 0, 0.)
 
