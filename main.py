@@ -8,6 +8,7 @@ The whole iteration loop is ``loop()`` below; what it calls lives in engine/trai
 differences behind the network interface (models/base.py).
 """
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -78,13 +79,15 @@ def train(opt):
     dist = init_distributed('cuda' if opt['device'] != 'cpu' and torch.cuda.is_available() else 'cpu')
     try:
         run = build_run(opt, dist)
-        request_stop(run)
+        handlers = request_stop(run)
         try:
             return loop(run)
         except BaseException as e:
             abandon(run, e)
             raise
         finally:
+            for signum, handler in handlers.items():
+                signal.signal(signum, handler)
             if run.lock is not None:
                 run.lock.release()
     finally:

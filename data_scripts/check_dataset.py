@@ -24,10 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tqdm import tqdm  # noqa: E402
-
 from data.io import IMAGE_EXTENSIONS, list_images, read_image, read_list  # noqa: E402
 from engine import cli  # noqa: E402
+from engine.logger import progress  # noqa: E402
 from utils.errors import DataError
 
 
@@ -122,9 +121,9 @@ def main(argv=None):
 
     if args.workers > 0:
         with Pool(args.workers) as pool:
-            results = list(tqdm(pool.imap(check_clip, jobs, chunksize=4), total=len(jobs), unit='clip'))
+            results = list(progress(pool.imap(check_clip, jobs, chunksize=4), total=len(jobs), unit='clip'))
     else:
-        results = [check_clip(job) for job in tqdm(jobs, unit='clip')]
+        results = [check_clip(job) for job in progress(jobs, unit='clip')]
     frames, sizes = 0, Counter()
     for n, clip_sizes, clip_problems in results:
         frames += n

@@ -17,10 +17,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
-from tqdm import tqdm  # noqa: E402
 
 from data.io import list_images, read_image  # noqa: E402
 from engine import cli  # noqa: E402
+from engine.logger import progress  # noqa: E402
 from utils.errors import DataError
 
 FOURCC = {'.mp4': 'mp4v', '.mov': 'mp4v', '.avi': 'MJPG', '.mkv': 'mp4v'}
@@ -59,7 +59,7 @@ def main(argv=None):
     pool = Pool(args.workers) if args.workers > 0 else None
     try:
         frames = pool.imap(read_bgr8, paths, chunksize=4) if pool else map(read_bgr8, paths)
-        for path, frame in zip(paths, tqdm(frames, total=len(paths), unit='frame')):
+        for path, frame in zip(paths, progress(frames, total=len(paths), unit='frame')):
             if writer is None:
                 size = frame.shape[1], frame.shape[0]
                 writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*fourcc), args.fps, size)

@@ -19,10 +19,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tqdm import tqdm  # noqa: E402
-
 from data.io import IMAGE_EXTENSIONS, natural_sort, read_list  # noqa: E402
 from engine import cli  # noqa: E402
+from engine.logger import progress  # noqa: E402
 from utils.errors import DataError
 
 
@@ -56,9 +55,9 @@ def main(argv=None):
     folders = [args.root / k for k in keys]
     if args.workers > 0:
         with Pool(args.workers) as pool:
-            counts = list(tqdm(pool.imap(count_images, folders, chunksize=64), total=len(folders), unit='clip'))
+            counts = list(progress(pool.imap(count_images, folders, chunksize=64), total=len(folders), unit='clip'))
     else:
-        counts = [count_images(f) for f in tqdm(folders, unit='clip')]
+        counts = [count_images(f) for f in progress(folders, unit='clip')]
     kept = [k for k, n in zip(keys, counts) if n >= args.min_frames]
     if not kept:
         raise DataError(f'{args.root}: no clip folder with at least {args.min_frames} images'

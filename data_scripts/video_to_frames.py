@@ -14,11 +14,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tqdm import tqdm  # noqa: E402
-
 from data.io import write_image  # noqa: E402
 from data.video import decode_video  # noqa: E402
 from engine import cli  # noqa: E402
+from engine.logger import progress  # noqa: E402
 from utils.errors import DataError
 
 
@@ -48,9 +47,9 @@ def main(argv=None):
           f'{len(frames) - len(jobs)} already in {args.output}')
     if args.workers > 0:
         with Pool(args.workers) as pool:
-            list(tqdm(pool.imap_unordered(write_frame, jobs, chunksize=4), total=len(jobs), unit='frame'))
+            list(progress(pool.imap_unordered(write_frame, jobs, chunksize=4), total=len(jobs), unit='frame'))
     else:
-        for job in tqdm(jobs, unit='frame'):
+        for job in progress(jobs, unit='frame'):
             write_frame(job)
     return 0
 

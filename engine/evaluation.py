@@ -10,13 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from data.io import write_image
 from models.baseline import BicubicBlend
 from utils.errors import OptionsError
 from utils.metrics import calculate_psnr, calculate_ssim
 
+from .logger import progress as bar
 from .performance import autocast
 
 METRICS = ('psnr_y', 'ssim_y', 'psnr_rgb', 'ssim_rgb')
@@ -57,7 +57,7 @@ def evaluate(net, dataset, protocol, device, amp=None, save_dir=None, progress=T
     except ValueError as e:
         raise OptionsError(f'protocol {protocol.describe()}: {e}') from None
     rows, start = [], time.time()
-    for i in tqdm(range(protocol.clips(dataset)), desc=f'eval {protocol.name}', disable=not progress, leave=False):
+    for i in bar(range(protocol.clips(dataset)), enabled=progress, desc=f'eval {protocol.name}', leave=False):
         clip = dataset[i]
         frames = {}
         for window in protocol.windows(clip):

@@ -58,7 +58,6 @@ import cv2
 import numpy as np
 import torch
 import yaml
-from tqdm import tqdm
 
 from data.frames import FrameReader
 from data.io import IMAGE_EXTENSIONS, check_writable, publish, to_float, to_integer, write_image
@@ -68,6 +67,7 @@ from utils.errors import DataError, OptionsError
 
 from .checkpoint import rebuild_network
 from .dist import resolve_device
+from .logger import progress
 from .memory import MemoryMeter, format_bytes
 from .options import validate
 
@@ -483,7 +483,7 @@ def run_inference(net, source, options):
 
     start = time.time()
     reader = WindowReader(source)
-    bar = tqdm(total=frames_out, unit='frame', desc='infer', disable=not options.progress, dynamic_ncols=True)
+    bar = progress(total=frames_out, enabled=options.progress, unit='frame', desc='infer', dynamic_ncols=True)
     try:
         for window in windows:
             frames = reader.get(window.inputs)

@@ -1,8 +1,11 @@
 """Run logging: one stdlib logger, metrics.csv, curves.png and optional TensorBoard, on rank 0 only."""
 import csv
 import logging
+import os
 import sys
 from pathlib import Path
+
+from tqdm import tqdm
 
 LOGGER_NAME = 'stvsr'
 CSV_FIELDS = ['iter', 'lr', 'loss', 'data_time', 'iter_time', 'offset', 'psnr_y', 'ssim_y', 'psnr_rgb', 'ssim_rgb']
@@ -12,7 +15,6 @@ class TqdmHandler(logging.StreamHandler):
     """Console lines printed through ``tqdm.write``, so that they never land in the middle of a progress bar."""
 
     def emit(self, record):
-        from tqdm import tqdm
         try:
             tqdm.write(self.format(record), file=self.stream)
         except Exception:
@@ -36,6 +38,12 @@ def setup_logging(log_file=None, is_main=True):
     return logger
 
 
+def progress(iterable=None, enabled=True, **kwargs):
+    """A tqdm progress bar on a terminal; none when ``enabled`` is false or stderr is not a terminal (a log
+    file or a pipe would collect every redraw of the bar, mixed with the log lines)."""
+    return tqdm(iterable, disable=None if enabled else True, **kwargs)
+
+
 def close_log_file():
     """Close the log file of ``setup_logging`` (before its folder is removed); the console stays."""
     logger = logging.getLogger(LOGGER_NAME)
@@ -56,7 +64,8 @@ class MetricsLog:
     """metrics.csv (a row per logged iteration and per validation) and curves.png drawn from it.
 
     On resume, rows past the resumed iteration (written by the interrupted run after its last
-    checkpoint) are dropped so that the file matches the weights.
+    checkpoint) are dropped so that the file matches the weights; the file is rewritten aside and renamed,
+    then appended to, a row at a time.
     """
 
     def __init__(self, run_dir, start_iter=0, tensorboard=False):
@@ -66,10 +75,13 @@ class MetricsLog:
         if self.path.exists():
             with open(self.path, newline='') as f:
                 self.rows = [r for r in csv.DictReader(f) if int(r['iter']) <= start_iter]
-        with open(self.path, 'w', newline='') as f:
+        # written aside and renamed: an error on the way (a full disk) leaves the old history whole
+        tmp = self.path.with_name('.metrics.csv.tmp')
+        with open(tmp, 'w', newline='') as f:
             writer = csv.DictWriter(f, CSV_FIELDS)
             writer.writeheader()
             writer.writerows(self.rows)
+        os.replace(tmp, self.path)
         self.tb = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter

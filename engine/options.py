@@ -19,6 +19,7 @@ Rules
 import copy
 import inspect
 import re
+import warnings
 
 import torch.optim
 import yaml
@@ -376,8 +377,13 @@ def dump_options(opt, path):
         yaml.safe_dump(opt, f, sort_keys=False)
 
 
+# A width of 0 is reported by the constructor's error (build_option); torch's warning about it would come first.
+warnings.filterwarnings('ignore', message='Initializing zero-element tensors is a no-op')
+
+
 def build_option(build, spec, key):
-    """``build(spec)``, with a constructor's own ValueError/TypeError turned into an OptionsError naming ``key``.
+    """``build(spec)``, with a constructor's own errors (ValueError, TypeError, and the arithmetic or torch
+    errors of impossible sizes, e.g. a width of 0) turned into an OptionsError naming ``key``.
 
     DataError (a missing or broken file, already naming it) passes through unchanged.
     """
@@ -385,5 +391,5 @@ def build_option(build, spec, key):
         return build(spec)
     except DataError:
         raise
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, ArithmeticError, RuntimeError) as e:
         raise OptionsError(f'{key} ({spec["type"]}): {e}') from None

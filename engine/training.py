@@ -25,7 +25,6 @@ import yaml
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
-from tqdm import tqdm
 
 from data import build_dataset
 from data.io import UMASK
@@ -39,7 +38,7 @@ from .checkpoint import CheckpointManager, load_checkpoint, restore, rng_state, 
 from .cli import one_line
 from .dist import barrier, broadcast_object, mean_over_ranks, resolve_device
 from .evaluation import NonFiniteOutput, compare_with_baseline, evaluate
-from .logger import MetricsLog, close_log_file, format_eta, setup_logging
+from .logger import MetricsLog, close_log_file, format_eta, progress, setup_logging
 from .optim import build_optimizer, build_scheduler
 from .options import build_option, dump_options
 from .performance import autocast, check_amp, grad_scaler, maybe_compile, prepare_network
@@ -199,7 +198,7 @@ def changed_options(old, new, prefix=''):
     changes = []
     for key in sorted(set(old) | set(new), key=str):
         a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict) and 'type' not in a:
+        if isinstance(a, dict) and isinstance(b, dict):
             changes += changed_options(a, b, f'{prefix}{key}.')
         elif a != b:
             changes.append(f'{prefix}{key}: {a} -> {b}')
@@ -341,8 +340,8 @@ def build_run(opt, dist):
     except BaseException as e:
         abandon(run, e)
         raise
-    run.bar = tqdm(total=cfg['total_iter'], initial=run.start_iter, desc='train', dynamic_ncols=True,
-                   disable=not (dist.is_main and cfg['progress_bar']))
+    run.bar = progress(total=cfg['total_iter'], initial=run.start_iter, desc='train', dynamic_ncols=True,
+                       enabled=dist.is_main and cfg['progress_bar'])
     return run
 
 
@@ -369,6 +368,8 @@ def check_data(net, samples, val_set, protocol, seed):
     state = rng_state()
     try:
         sample = samples[(0, seed)]
+    except ValueError as e:  # DataError (a subclass) names its file already
+        raise e if isinstance(e, DataError) else OptionsError(f'data.train: {e}') from None
     finally:
         set_rng_state(state)
     if 'coord' not in sample and not net.any_scale:
@@ -547,15 +548,14 @@ def next_batch(run, batches, it):
 
 def request_stop(run):
     """SIGINT (Ctrl-C) and SIGTERM stop the run at the end of the current iteration, with a checkpoint;
-    a second one stops it at once."""
+    a second one stops it at once. Returns the handlers these replace (``train`` puts them back)."""
     def handler(signum, frame):
         if run.stop:
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             raise Interrupted(signum, f'stopped by {signal.Signals(signum).name} during iteration; '
                                       f'{newest_checkpoint(run)}')
         run.stop = signum
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, handler)
+    return {signum: signal.signal(signum, handler) for signum in (signal.SIGINT, signal.SIGTERM)}
 
 
 def should_stop(run):

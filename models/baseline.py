@@ -25,6 +25,8 @@ class BicubicBlend(VideoNetwork):
 
     def __init__(self, scale=4, time_factor=2):
         super().__init__()
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale < float('inf'):
+            raise ValueError(f'scale must be a positive number, got {scale!r}')
         if isinstance(time_factor, bool) or not isinstance(time_factor, int) or time_factor < 1:
             raise ValueError(f'time_factor must be a positive integer, got {time_factor!r}')
         self.scale, self.time_factor = scale, time_factor

@@ -105,6 +105,9 @@ class ModulatedDeformConv2d(nn.Module):
         super().__init__()
         if impl not in ('auto', 'torchvision', 'sampled'):
             raise ValueError(f"impl must be 'auto', 'torchvision' or 'sampled', got {impl!r}")
+        if min(in_channels, out_channels, deformable_groups) < 1 or in_channels % deformable_groups:
+            raise ValueError(f'a deformable conv needs channels >= 1 divisible by its {deformable_groups} groups, got '
+                             f'{in_channels} in, {out_channels} out')
         self.stride, self.padding, self.dilation = stride, padding, dilation
         self.deformable_groups = deformable_groups
         self.offset_bound = offset_bound
