@@ -9,6 +9,7 @@ With --input, upscale a clip without ground truth instead (x4 in space, x2 in ti
     python test.py --checkpoint best.pth --input clip.mp4 --output out.mp4          # inference
     python test.py --network '{type: BicubicBlend}' --input frames/ --output out/ --output out.mp4
     python test.py --checkpoint best.pth --input big.mp4 --output out.mp4 --max-memory 8 --precision fp16
+    python test.py -opt options/test/stdan_vid4_bix4.yml --weights STDAN_20220306.pth   # published weights
 """
 import argparse
 import os
@@ -133,9 +134,6 @@ def inference_arguments(parser):
                        help='video file, demo:<name> or folder of frames to upscale; switches to inference')
     infer.add_argument('--output', action='append', default=[],
                        help='a .mp4 file (8-bit, mp4v) or a folder for PNG frames at the input bit depth (repeatable)')
-    infer.add_argument('--network', default=None, metavar='YAML',
-                       help='network spec, e.g. "{type: BicubicBlend}": instead of --checkpoint for networks without '
-                            'weights, or the spec of a bare state_dict checkpoint')
     infer.add_argument('--scale', type=float, default=d.scale,
                        help='space factor: any for any_scale networks (TemporalLIIF, BicubicBlend), others accept '
                             'their own only (default: the network\'s)')
@@ -167,7 +165,13 @@ def inference_arguments(parser):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('-opt', '--opt', default=None, help='test options YAML (default: options/test/demo.yml)')
-    parser.add_argument('--checkpoint', default=None, help='checkpoint to evaluate (overrides test.checkpoint)')
+    parser.add_argument('--checkpoint', '--weights', dest='checkpoint', default=None,
+                        help='a toolbox checkpoint, or published weights as they are published (a state_dict, '
+                             '{state_dict: ..}, {params: ..}; module. prefixes dropped) with --network or -opt '
+                             'naming the network; overrides test.checkpoint')
+    parser.add_argument('--network', default=None, metavar='YAML',
+                        help='network spec, e.g. "{type: STDAN}": the network of published --weights (overrides '
+                             'network:), or alone a network without weights ("{type: BicubicBlend}")')
     parser.add_argument('--set', action='append', default=[], metavar='KEY.PATH=VALUE',
                         help='override one option, value parsed as YAML (repeatable)')
     inference_only = inference_arguments(parser)
@@ -185,10 +189,11 @@ def dispatch(parsed):
     given = [name for name in inference_only if getattr(args, name) != parser.get_default(name)]
     if given:
         raise OptionsError(f'--{given[0].replace("_", "-")}: an inference option; it needs --input')
+    network = [f'network={args.network}'] if args.network else []
     if args.opt is None and args.checkpoint is not None:
-        opt = options_from_checkpoint(args.checkpoint, args.set)
+        opt = options_from_checkpoint(args.checkpoint, args.set + network)
     else:
-        overrides = args.set + ([f'test.checkpoint={args.checkpoint}'] if args.checkpoint else [])
+        overrides = args.set + network + ([f'test.checkpoint={args.checkpoint}'] if args.checkpoint else [])
         opt = load_options(args.opt or DEMO_OPTIONS, overrides)
     run_test(opt)
     return 0

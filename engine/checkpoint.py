@@ -140,20 +140,46 @@ def strip_prefixes(state_dict):
     return {re.sub(r'^(module\.|_orig_mod\.)+', '', k): v for k, v in state_dict.items()}
 
 
-def load_weights(net, state_dict, source):
-    """Strict load with a one-line error naming ``source`` and the first mismatching keys."""
+def load_weights(net, state_dict, source, strict=True):
+    """Load ``state_dict`` into ``net``: strict by default, with a one-line error naming ``source`` and the
+    first mismatching keys. With ``strict=False`` the entries whose names and shapes fit are loaded and the
+    rest left as they are. Returns (loaded, missing, unexpected) key counts."""
     state_dict = strip_prefixes(state_dict)
     own = net.state_dict()
     missing = [k for k in own if k not in state_dict]
     unexpected = [k for k in state_dict if k not in own]
     wrong = [k for k in own if k in state_dict and tuple(own[k].shape) != tuple(state_dict[k].shape)]
-    if missing or unexpected or wrong:
+    if strict and (missing or unexpected or wrong):
         parts = []
         for label, keys in (('missing', missing), ('unexpected', unexpected), ('shape mismatch', wrong)):
             if keys:
                 parts.append(f'{len(keys)} {label} (e.g. {", ".join(keys[:3])})')
         raise CheckpointError(f'{source}: weights do not fit {type(net).__name__}: {"; ".join(parts)}')
-    net.load_state_dict(state_dict, strict=True)
+    fitting = {k: v for k, v in state_dict.items() if k in own and k not in wrong}
+    net.load_state_dict(fitting, strict=strict)
+    return len(fitting), len(missing) + len(wrong), len(unexpected)
+
+
+def init_network(net, path, strict=True, module='', key_map=None):
+    """``train.network_init``: start training from published weights, as they are published.
+
+    ``path``: a toolbox checkpoint, a plain state_dict, or one wrapped as ``{'state_dict': ...}``,
+    ``{'params': ...}``, ``{'model': ...}`` (``network_weights``); 'module.' (DataParallel) and '_orig_mod.'
+    prefixes are dropped. ``key_map`` renames key prefixes first ({old: new}, e.g. {'rbpn.': ''}).
+    ``module`` loads into that sub-module of the network instead of the whole (e.g. ``model.RBPN`` of a
+    flow-refined STARnet). Returns the one line the trainer logs."""
+    ckpt = load_checkpoint(path)
+    state_dict = strip_prefixes(network_weights(ckpt))
+    for old, new in (key_map or {}).items():
+        state_dict = {new + k[len(old):] if k.startswith(old) else k: v for k, v in state_dict.items()}
+    try:
+        target = net.get_submodule(module) if module else net
+    except AttributeError:
+        raise OptionsError(f'train.network_init.module: {type(net).__name__} has no sub-module {module!r}') from None
+    loaded, missing, unexpected = load_weights(target, state_dict, path, strict)
+    into = f'{type(net).__name__}.{module}' if module else type(net).__name__
+    return (f'network_init {path}: {loaded} tensors loaded into {into}, {missing} missing (left as initialised), '
+            f'{unexpected} unexpected (ignored){"" if strict else ", strict: false"}')
 
 
 def rebuild_network(path, spec, spec_key='network', checkpoint_key='test.checkpoint'):

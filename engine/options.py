@@ -80,6 +80,12 @@ DEFAULTS = {
         'warmup_iter': 0,             # linear warm-up of the learning rate over the first N iterations
         'loss': Spec('loss', {'type': 'CharbonnierLoss', 'eps': 1e-6, 'reduction': 'sum'}),
         'network_loss': Arguments(),  # arguments of the network's own training loss (STARnet), else unused
+        'network_init': {             # start from published weights (engine/checkpoint.py init_network)
+            'path': None,             # a .pth as published: plain state_dict, {state_dict: ..}, {params: ..}
+            'strict': True,           # every key must fit; false loads what fits and leaves the rest
+            'module': '',             # load into this sub-module only (e.g. model.RBPN); '' = the whole network
+            'key_map': Arguments(),   # {old key prefix: new prefix} applied to the file's keys first
+        },
         'grad_clip': 0.0,             # max gradient norm; 0 disables clipping
         'offset_warning': 100.0,      # warn when the mean |deformable offset| (pixels, logged) exceeds this
         'max_bad_steps': 10,          # non-finite loss/gradient: the step is skipped; this many in a row roll back

@@ -34,7 +34,15 @@ from models.common import mean_offset_magnitude
 from models.losses import LOSSES
 from utils.errors import USER_ERRORS, DataError, Interrupted, OptionsError, TrainingError
 
-from .checkpoint import CheckpointManager, load_checkpoint, restore, rng_state, set_rng_state, training_state
+from .checkpoint import (
+    CheckpointManager,
+    init_network,
+    load_checkpoint,
+    restore,
+    rng_state,
+    set_rng_state,
+    training_state,
+)
 from .cli import one_line
 from .dist import barrier, broadcast_object, mean_over_ranks, resolve_device
 from .evaluation import NonFiniteOutput, compare_with_baseline, evaluate
@@ -291,6 +299,9 @@ def build_run(opt, dist):
     if not params:
         raise OptionsError(f'network.type: {opt["network"]["type"]} has no trainable parameters '
                            '(evaluate it with test.py instead)')
+    init = cfg['network_init']
+    init_note = init_network(net, init['path'], init['strict'], init['module'], init['key_map']) if init['path'] \
+        else None
     train_set = build_option(build_dataset, cfg_data['train'], 'data.train')
     val_set = (build_option(build_dataset, cfg_data['val'], 'data.val')
                if cfg_data['val'] is not None and dist.is_main else None)
@@ -330,6 +341,8 @@ def build_run(opt, dist):
         if dist.is_main:
             for name in run.ckpts.remove_partial_files():
                 log.warning(f'removed {name}, a checkpoint write that an earlier process did not finish')
+        if init_note:
+            log.info(init_note)
         resume_run(run)
         if dist.is_main:
             record_options(run)
