@@ -12,6 +12,8 @@ feeds its frames 0, 2, 4, 6 (the odd frames im1, im3, im5, im7) and all 7 output
                 -> every frame scored exactly once (41 of 41)
     zsm_legacy  the same windows without the tail window -> frames 37..40 never scored (37 of 41)
     septuplet   exactly one 7-frame clip (Vimeo-90K test): inputs [0,2,4,6], all 7 scored
+    triplet_middle  as septuplet, only the middle output scored: with n_inputs 2 on Vimeo triplets, inputs
+                [0,2] and frame 1 (im2) scored, what STARnet's evaluate.m scores (one frame per clip)
 
 Clip lengths: windows of 2N-1 frames step by 2N-2 (6), sharing one frame, so a clip of length 1 + 6k
 (e.g. foliage, 49) is tiled exactly. Any other length, even or odd, gets under window7 one last window
@@ -39,7 +41,7 @@ from fractions import Fraction
 
 from utils.errors import DataError
 
-WINDOW_PROTOCOLS = ('window7', 'zsm_legacy', 'septuplet')
+WINDOW_PROTOCOLS = ('window7', 'zsm_legacy', 'septuplet', 'triplet_middle')
 PROTOCOLS = WINDOW_PROTOCOLS + ('centre',)
 
 
@@ -74,9 +76,9 @@ def make_windows(num_frames, protocol, n_inputs=4, clip='clip', time_factor=2):
         factor = f' and time factor {time_factor}' if time_factor != 2 else ''
         raise DataError(f'{clip}: {num_frames} frames, protocol {protocol} with {n_inputs} inputs{factor} needs at '
                         f'least {length}')
-    if protocol == 'septuplet':
+    if protocol in ('septuplet', 'triplet_middle'):
         if num_frames != length:
-            raise DataError(f'{clip}: {num_frames} frames, protocol septuplet expects exactly {length}')
+            raise DataError(f'{clip}: {num_frames} frames, protocol {protocol} expects exactly {length}')
         starts = [0]
     else:
         starts = list(range(0, num_frames - length + 1, length - 1))
@@ -88,6 +90,8 @@ def make_windows(num_frames, protocol, n_inputs=4, clip='clip', time_factor=2):
         outputs = tuple(range(start, start + length))
         scored = tuple(i for i, frame in enumerate(outputs) if frame not in scored_frames)
         scored_frames.update(outputs)
+        if protocol == 'triplet_middle':
+            scored = (length // 2,)
         times = None if time_factor == 2 else tuple(i / time_factor for i in range(length))
         windows.append(Window(inputs=outputs[0::time_factor], outputs=outputs, scored=scored, times=times))
     return windows

@@ -2,17 +2,20 @@
 
 Every dataset takes the same ``degradation`` option::
 
-    degradation: {type: BI, scale: 4}            # MATLAB imresize bicubic (utils.resize.imresize)
-    degradation: {type: BD, scale: 4, sigma: 1.6}  # Gaussian blur 13x13 then every 4th pixel (bd_downsample)
-    degradation: {type: PIL, scale: 4}           # PIL Image.BICUBIC (pil_bicubic_resize), 8-bit frames only
+    degradation: {type: BI, scale: 4}                  # MATLAB imresize bicubic, rounded once (bi_resize)
+    degradation: {type: BI, scale: 4, rounding: per_pass}   # rounded after each 1-D pass (MATLAB on uint8)
+    degradation: {type: BD, scale: 4}                  # DUF's Gaussian blur (preset duf), every 4th pixel
+    degradation: {type: BD, scale: 4, preset: basicvsr}     # BD_degradation.m (degradations.BD_PRESETS)
+    degradation: {type: PIL, scale: 4}                 # PIL Image.BICUBIC (pil_bicubic_resize), 8-bit only
 
 LR frames made on the fly are rounded to the ground truth's integer grid (8 or 16 bits), exactly as if they
 had been written to disk by ``data_scripts/generate_lr.py``, so training on the fly or from a precomputed
 LR tree (``lq_root``) gives the same numbers. A precomputed tree carries ``lr_manifest.json``::
 
-    {"degradation": "BI", "scale": 4, "sigma": null, "code_version": "<sha256 of data/degradations.py>"}
+    {"degradation": "BI", "scale": 4, "rounding": "once", "sigma": null, ..., "code_version": "<sha256>"}
 
-and loaders warn loudly when it disagrees with the configured degradation.
+and loaders warn loudly when it disagrees with the configured degradation (a BI manifest without
+``rounding`` was written before the option existed, when BI rounded after each pass: it reads as per_pass).
 """
 import hashlib
 import json
@@ -27,49 +30,76 @@ import torch
 from PIL import Image
 
 from utils.errors import DataError
-from utils.resize import imresize_torch
 
-from .degradations import bd_downsample, pil_bicubic_resize
+from .degradations import BD_PRESETS, ROUNDINGS, bd_downsample, bi_resize, pil_bicubic_resize
 from .io import max_value, to_float
 
 logger = logging.getLogger(__name__)
 
 DEGRADATION_TYPES = ('BI', 'BD', 'PIL')
 MANIFEST_NAME = 'lr_manifest.json'
+BD_KEYS = ('sigma', 'kernel_size', 'padding', 'offset')
+# The fields of a degradation that change the LR pixels (the manifest records them all).
+SPEC_FIELDS = ('degradation', 'scale', 'rounding', 'preset') + BD_KEYS
 
 
 def parse_degradation(degradation=None):
     """Validate a degradation option; returns a new dict with every key filled in.
 
-    ``{type: BI|BD|PIL, scale: 4, sigma: 1.6, kernel_size: 13, padding: reflect, offset: 0}``. ``None`` means
-    BI x4, the protocol of most STVSR tables. ``sigma``, ``kernel_size``, ``padding`` and ``offset`` (see
-    ``degradations.bd_downsample``) only apply to BD and are set to None for BI and PIL, so one config
-    template can switch ``type`` without editing them.
+    ``{type: BI|BD|PIL, scale: 4, rounding: once, preset: duf, sigma: 1.6, kernel_size: 13, padding: reflect,
+    offset: 0}``. ``None`` means BI x4, the protocol of most STVSR tables.
+
+    - ``rounding`` (BI only; ``degradations.ROUNDINGS``): ``once`` (default, the official LR sets) or
+      ``per_pass`` (MATLAB's imresize on a uint8 array).
+    - ``preset`` (BD only; ``degradations.BD_PRESETS``: duf, basicvsr, stdan) fills ``sigma``, ``kernel_size``,
+      ``padding`` and ``offset`` (see ``degradations.bd_downsample``). Without a preset they default to duf's
+      and each may be set; with one, a key that contradicts it is an error. The parsed ``preset`` names the
+      preset the four values equal, or None.
+
+    Keys that do not apply to the type are set to None, so one config template can switch ``type`` without
+    editing them.
     """
     spec = dict(degradation or {'type': 'BI', 'scale': 4})
-    bd_defaults = {'sigma': 1.6, 'kernel_size': 13, 'padding': 'reflect', 'offset': 0}
-    unknown = set(spec) - {'type', 'scale', *bd_defaults}
+    unknown = set(spec) - {'type', 'scale', 'rounding', 'preset', *BD_KEYS}
     if unknown:
-        raise ValueError(f'degradation: unknown keys {sorted(unknown)}; expected type, scale, '
-                         f'{", ".join(bd_defaults)}')
+        raise ValueError(f'degradation: unknown keys {sorted(unknown)}; expected type, scale, rounding, preset, '
+                         f'{", ".join(BD_KEYS)}')
     kind = str(spec.get('type', 'BI')).upper()
     if kind not in DEGRADATION_TYPES:
         raise ValueError(f'degradation: type {spec.get("type")!r} is not one of {", ".join(DEGRADATION_TYPES)}')
     scale = spec.get('scale', 4)
     if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
         raise ValueError(f'degradation: scale must be a positive integer, got {scale!r}')
-    out = {'type': kind, 'scale': scale, **{k: None for k in bd_defaults}}
+    out = {'type': kind, 'scale': scale, 'rounding': None, 'preset': None, **{k: None for k in BD_KEYS}}
+    if kind == 'BI':
+        out['rounding'] = spec.get('rounding') or 'once'
+        if out['rounding'] not in ROUNDINGS:
+            raise ValueError(f'degradation: rounding must be one of {", ".join(ROUNDINGS)}, got {spec["rounding"]!r}')
     if kind == 'BD':
-        out.update({k: bd_defaults[k] if spec.get(k) is None else spec[k] for k in bd_defaults})
+        preset = spec.get('preset')
+        if preset is not None and preset not in BD_PRESETS:
+            raise ValueError(f'degradation: preset must be one of {", ".join(BD_PRESETS)}, got {preset!r}')
+        if preset is not None and scale != 4:
+            raise ValueError(f'degradation: preset {preset} is an x4 recipe; at scale {scale} give sigma, '
+                             f'kernel_size, padding and offset instead')
+        base = BD_PRESETS[preset or 'duf']
+        given = {k: spec[k] for k in BD_KEYS if spec.get(k) is not None}
+        if preset is not None:
+            clash = [f'{k}={v!r} (preset {preset}: {base[k]!r})' for k, v in given.items() if v != base[k]]
+            if clash:
+                raise ValueError(f'degradation: {", ".join(clash)}; drop the key or the preset')
+        out.update({**base, **given})
         out['sigma'] = float(out['sigma'])
         if out['sigma'] <= 0:
             raise ValueError(f'degradation: sigma must be positive, got {out["sigma"]!r}')
-        if not isinstance(out['kernel_size'], int) or out['kernel_size'] < 1 or out['kernel_size'] % 2 == 0:
-            raise ValueError(f'degradation: kernel_size must be an odd positive integer, got {out["kernel_size"]!r}')
+        if not isinstance(out['kernel_size'], int) or isinstance(out['kernel_size'], bool) or out['kernel_size'] < 1:
+            raise ValueError(f'degradation: kernel_size must be a positive integer, got {out["kernel_size"]!r}')
         if out['padding'] not in ('reflect', 'replicate'):
             raise ValueError(f'degradation: padding must be reflect or replicate, got {out["padding"]!r}')
         if not isinstance(out['offset'], int) or not 0 <= out['offset'] < scale:
             raise ValueError(f'degradation: offset must be an integer in [0, {scale}), got {out["offset"]!r}')
+        out['preset'] = next((name for name, values in BD_PRESETS.items()
+                              if all(out[k] == v for k, v in values.items())), None)
     return out
 
 
@@ -77,8 +107,13 @@ def describe_lr(degradation, lq_root=None):
     """How a clip dataset's LR frames are made, in words (the header of test.py's tables)."""
     if lq_root is not None:
         return f'LR from {lq_root} ({degradation["type"]} x{degradation["scale"]})'
-    extra = (f', sigma {degradation["sigma"]:g}, {degradation["kernel_size"]} taps, {degradation["padding"]}, '
-             f'offset {degradation["offset"]}' if degradation['type'] == 'BD' else '')
+    extra = ''
+    if degradation['type'] == 'BD':
+        name = f'{degradation["preset"]}: ' if degradation['preset'] else ''
+        extra = (f' ({name}sigma {degradation["sigma"]:g}, {degradation["kernel_size"]} taps, '
+                 f'{degradation["padding"]}, offset {degradation["offset"]})')
+    elif degradation['type'] == 'BI' and degradation['rounding'] != 'once':
+        extra = f' (rounded {degradation["rounding"].replace("_", " ")})'
     return f'{degradation["type"]} x{degradation["scale"]}{extra}'
 
 
@@ -94,10 +129,10 @@ def check_n_inputs(n_inputs, max_inputs=None):
 def degrade(frame, degradation):
     """One GT frame ``(H, W, 3)`` uint8/uint16 -> LR frame ``(H/s, W/s, 3)`` of the same dtype.
 
-    ``frame`` must already be modcropped to the scale. Integer frames are resized as MATLAB resizes them,
-    rounding (half away from zero, saturating) back to the frame's dtype, which reproduces the official
-    MATLAB-made LR sets; a 12-bit clip stored in 16 bits may thus hold bicubic overshoot above 4095, which
-    :func:`~data.io.to_float` clips when ``bit_depth`` is given.
+    ``frame`` must already be modcropped to the scale. BI and BD compute in float64 and round once (half
+    away from zero, saturating) to the frame's dtype, as the official MATLAB-made LR sets were written
+    (``rounding: per_pass`` rounds BI after each 1-D pass instead); a 12-bit clip stored in 16 bits may thus
+    hold bicubic overshoot above 4095, which :func:`~data.io.to_float` clips when ``bit_depth`` is given.
     """
     spec = parse_degradation(degradation)
     kind, scale = spec['type'], spec['scale']
@@ -106,40 +141,24 @@ def degrade(frame, degradation):
     if frame.dtype not in (np.uint8, np.uint16):
         raise DataError(f'expected a uint8 or uint16 frame, got {frame.dtype}')
     if kind == 'BI':
-        return _matlab_bicubic(frame, scale)
+        return bi_resize(frame, 1 / scale, rounding=spec['rounding'])
     if kind == 'PIL':
         if frame.dtype != np.uint8:
             raise DataError(f'PIL degradation handles 8-bit frames only, got {frame.dtype}; use BI or BD')
         return pil_bicubic_resize(frame, 1 / scale)
-    bd = {k: spec[k] for k in ('sigma', 'kernel_size', 'padding', 'offset')}
+    bd = {k: spec[k] for k in BD_KEYS}
     if frame.dtype == np.uint8:
         return bd_downsample(frame, scale=scale, **bd)
     out = bd_downsample(frame.astype(np.float64), scale=scale, **bd)
     return np.clip(np.round(out), 0, np.iinfo(frame.dtype).max).astype(frame.dtype)
 
 
-def _matlab_bicubic(frame, scale):
-    """MATLAB ``imresize(frame, 1/scale, 'bicubic')`` on an integer frame, returning the same integer class.
-
-    Computed with ``imresize_torch`` (same weights as ``imresize``, same result): numpy's BLAS cannot be
-    limited to one thread and was 20-100x slower on crop-sized matrices on a busy machine, while torch runs
-    single-threaded inside DataLoader workers (in the main process torch's own threads suffer the same way,
-    so load training data with workers). As MATLAB does for integer images, the height is resized first and
-    the result is rounded to the integer class after each 1-D pass.
-    """
-    white = np.iinfo(frame.dtype).max
-    x = torch.from_numpy(np.ascontiguousarray(frame.transpose(2, 0, 1))).to(torch.float64)
-    for pass_scale in ((1 / scale, 1), (1, 1 / scale)):
-        x = imresize_torch(x, pass_scale).add_(0.5).floor_().clamp_(0, white)
-    return x.permute(1, 2, 0).numpy().astype(frame.dtype)
-
-
-def resize_to(frame, size, kind='BI'):
+def resize_to(frame, size, kind='BI', rounding='once'):
     """One integer frame ``(H, W, 3)`` -> ``size`` (h, w), same dtype, at any (non-integer) factor.
 
-    ``BI``: MATLAB ``imresize(frame, [h w], 'bicubic')`` rounded to the integer class after each 1-D pass
-    (as :func:`degrade`); ``PIL``: ``Image.resize`` bicubic (8-bit only). The any-scale training samples
-    use it (BD, a blur and an integer subsampling step, has no non-integer form).
+    ``BI``: MATLAB ``imresize(frame, [h w], 'bicubic')`` rounded as :func:`degrade` rounds (``rounding``, BI
+    only); ``PIL``: ``Image.resize`` bicubic (8-bit only). The any-scale training samples use it (BD, a blur
+    and an integer subsampling step, has no non-integer form).
     """
     if kind == 'PIL':
         if frame.dtype != np.uint8:
@@ -147,11 +166,7 @@ def resize_to(frame, size, kind='BI'):
         return np.asarray(Image.fromarray(frame).resize((size[1], size[0]), Image.Resampling.BICUBIC))
     if kind != 'BI':
         raise ValueError(f'resize_to: kind must be BI or PIL, got {kind!r}')
-    white = np.iinfo(frame.dtype).max
-    x = torch.from_numpy(np.ascontiguousarray(frame.transpose(2, 0, 1))).to(torch.float64)
-    for pass_size in ((size[0], x.shape[2]), tuple(size)):  # height first, as MATLAB on square crops
-        x = imresize_torch(x, size=pass_size).add_(0.5).floor_().clamp_(0, white)
-    return x.permute(1, 2, 0).numpy().astype(frame.dtype)
+    return bi_resize(frame, size=tuple(size), rounding=rounding)
 
 
 def degrade_float(frames, degradation, bit_depth=None):
@@ -202,17 +217,22 @@ def paired_crop(gt, lq_size, scale, rng=random, lq=None, degradation=None, key='
     return lq_crop, gt_crop
 
 
-def augment(clips, use_flip, use_rot, use_time_reverse, rng=random):
+def augment(clips, use_flip, use_rot, use_time_reverse, rng=random, use_vflip=False):
     """Apply one random flip/rotation/time-reversal identically to every ``(T, H, W, C)`` array in ``clips``.
 
-    use_flip: horizontal flip (p 0.5). use_rot: vertical flip and H/W transpose (each p 0.5); with the
-    horizontal flip they give all 8 rotations by 90 degrees and mirrorings. use_time_reverse: play the clip
-    backwards (p 0.5), so LR inputs 0, 2, 4, 6 become GT frames 6, 4, 2, 0 and stay aligned.
+    use_flip: horizontal flip, left-right (p 0.5). use_rot: vertical flip and H/W transpose (each p 0.5);
+    with the horizontal flip they give all 8 rotations by 90 degrees and mirrorings (the ZSM/EDVR augment).
+    use_vflip: a vertical flip alone (p 0.5), without the transposes; with use_flip the 4 orientations
+    identity, mirror, flip, rot180, each p 1/4, which is what STARnet's and MSTT's augment (flip, mirror and
+    rot180, each p 0.5) amounts to; the frames keep their shape. use_time_reverse: play the clip backwards
+    (p 0.5), so LR inputs 0, 2, 4, 6 become GT frames 6, 4, 2, 0 and stay aligned. Draws are made only for
+    the options that are on, so turning one on leaves the others' draws as they were.
     """
     hflip = use_flip and rng.random() < 0.5
     vflip = use_rot and rng.random() < 0.5
     transpose = use_rot and rng.random() < 0.5
     reverse = use_time_reverse and rng.random() < 0.5
+    vflip ^= bool(use_vflip) and rng.random() < 0.5
     out = []
     for clip in clips:
         if hflip:
@@ -233,7 +253,7 @@ def to_tensor(frames):
 
 
 def training_sample(gt, key, degradation, lq=None, lq_size=32, use_flip=False, use_rot=False,
-                    use_time_reverse=False, bit_depth=None, rng=random):
+                    use_time_reverse=False, bit_depth=None, rng=random, use_vflip=False):
     """Build a training sample from ``2N-1`` GT frames (as read) and optionally their ``N`` LR inputs.
 
     Returns ``{'lq': (N, 3, h, w), 'gt': (2N-1, 3, s*h, s*w), 'key': str}``, float32 tensors in [0, 1].
@@ -246,7 +266,8 @@ def training_sample(gt, key, degradation, lq=None, lq_size=32, use_flip=False, u
             raise DataError(f'{key}: LR inputs are {lq.shape[0]} x {lq.shape[2]}x{lq.shape[1]}, expected '
                             f'{expected[0]} x {expected[2]}x{expected[1]} (GT size / scale {scale})')
     lq, gt = paired_crop(gt, lq_size, scale, rng, lq=lq, degradation=degradation, key=key)
-    lq, gt = augment([to_float(lq, bit_depth), to_float(gt, bit_depth)], use_flip, use_rot, use_time_reverse, rng)
+    lq, gt = augment([to_float(lq, bit_depth), to_float(gt, bit_depth)], use_flip, use_rot, use_time_reverse, rng,
+                     use_vflip)
     return {'lq': to_tensor(lq), 'gt': to_tensor(gt), 'key': key}
 
 
@@ -271,17 +292,33 @@ def clip_sample(name, gt, frame_names, degradation, lq=None, bit_depth=None):
 
 
 def degradation_code_version():
-    """First 12 hex digits of the SHA-256 of ``data/degradations.py``: which code made an LR tree."""
-    source = Path(__file__).with_name('degradations.py').read_bytes()
-    return hashlib.sha256(source).hexdigest()[:12]
+    """First 12 hex digits of the SHA-256 of ``data/degradations.py`` and ``utils/resize.py``, the code that
+    computes LR pixels: which code made an LR tree."""
+    digest = hashlib.sha256()
+    for path in (Path(__file__).with_name('degradations.py'), Path(__file__).parents[1] / 'utils' / 'resize.py'):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def manifest(degradation):
     """The ``lr_manifest.json`` content for LR frames made with ``degradation``."""
     spec = parse_degradation(degradation)
-    return {'degradation': spec['type'], 'scale': spec['scale'], 'sigma': spec['sigma'],
-            'kernel_size': spec['kernel_size'], 'padding': spec['padding'], 'offset': spec['offset'],
+    return {'degradation': spec['type'], **{k: spec[k] for k in SPEC_FIELDS[1:]},
             'code_version': degradation_code_version()}
+
+
+def manifest_differences(found, degradation):
+    """``field=found (config: expected)`` for every field of a manifest that disagrees with ``degradation``.
+
+    Fields a manifest lacks are not compared, except BI's ``rounding``: manifests written before it was
+    recorded come from code that rounded after each pass, so a missing value reads as ``per_pass``.
+    """
+    expected = manifest(degradation)
+    found = dict(found)
+    if found.get('degradation') == 'BI' and 'rounding' not in found:
+        found['rounding'] = 'per_pass'
+    return [f'{field}={found.get(field)!r} (config: {expected[field]!r})' for field in SPEC_FIELDS
+            if field in found and found[field] != expected[field]]
 
 
 def check_manifest(lq_root, degradation):
@@ -301,13 +338,11 @@ def check_manifest(lq_root, degradation):
     except (OSError, ValueError) as err:
         warnings.warn(f'{path}: unreadable LR manifest ({err}); cannot check the degradation', stacklevel=2)
         return
-    expected = manifest(degradation)
-    differences = [f'{field}={found.get(field)!r} (config: {expected[field]!r})'
-                   for field in ('degradation', 'scale', 'sigma', 'kernel_size', 'padding', 'offset')
-                   if field in found and found[field] != expected[field]]
+    differences = manifest_differences(found, degradation)
     if differences:
         warnings.warn(f'{path}: LR frames were made with {", ".join(differences)}; results will not match the '
                       f'configured protocol', stacklevel=2)
-    if found.get('code_version') != expected['code_version']:
-        logger.info('%s: LR frames were made by degradations.py version %s, this code is %s',
-                    path, found.get('code_version'), expected['code_version'])
+    version = degradation_code_version()
+    if found.get('code_version') != version:
+        logger.info('%s: LR frames were made by degradation code version %s, this code is %s',
+                    path, found.get('code_version'), version)

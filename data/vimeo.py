@@ -73,14 +73,16 @@ class SeptupletFolders(Dataset):
         n_inputs: LR frames per sample (2..4); GT frames = 2 * n_inputs - 1. With fewer than 4 a random
             sub-window of the septuplet is taken each time.
         lq_size: LR crop side (GT crop = lq_size * scale); None or 0 keeps whole frames.
-        use_flip, use_rot, use_time_reverse: augmentation, identical for LR and GT (``transforms.augment``).
+        use_flip, use_rot, use_time_reverse, use_vflip: augmentation, identical for LR and GT
+            (``transforms.augment``): use_flip + use_rot all 8 orientations (ZSM/EDVR), use_flip + use_vflip the
+            4 of STARnet's and MSTT's flip / mirror / rot180.
         skip_missing: drop listed clips that are not on disk (logged) instead of raising DataError.
         bit_depth: bits used in 16-bit files (e.g. 12), or None to scale by the dtype's maximum.
     """
     clip_frames = 7
 
     def __init__(self, root, list_file, sequences_dir, frame_pattern, frame_start, degradation, lq_root,
-                 n_inputs, lq_size, use_flip, use_rot, use_time_reverse, skip_missing, bit_depth):
+                 n_inputs, lq_size, use_flip, use_rot, use_time_reverse, skip_missing, bit_depth, use_vflip=False):
         self.root = Path(root)
         if not self.root.is_dir():
             raise DataError(f'{self.root}: dataset root not found')
@@ -91,7 +93,7 @@ class SeptupletFolders(Dataset):
         check_n_inputs(n_inputs, max_inputs=(self.clip_frames + 1) // 2)
         self.length = 2 * n_inputs - 1
         self.options = {'lq_size': lq_size, 'use_flip': use_flip, 'use_rot': use_rot,
-                        'use_time_reverse': use_time_reverse, 'bit_depth': bit_depth}
+                        'use_time_reverse': use_time_reverse, 'use_vflip': use_vflip, 'bit_depth': bit_depth}
         list_path = self.root / list_file
         self.keys = listed_clips(list_path, self.gt_dir, self.lq_dir, lq_root, self.degradation, skip_missing)
 
@@ -120,16 +122,17 @@ class Vimeo90KSeptuplet(SeptupletFolders):
     Args:
         root: the ``vimeo_septuplet`` folder.
         list_file: key list relative to ``root`` (or absolute); default the official training split.
-        degradation, lq_root, n_inputs, lq_size, use_flip, use_rot, use_time_reverse, skip_missing:
+        degradation, lq_root, n_inputs, lq_size, use_flip, use_rot, use_time_reverse, use_vflip, skip_missing:
             as in :class:`SeptupletFolders`.
 
     Items: ``{'lq': (N, 3, h, w), 'gt': (2N-1, 3, s*h, s*w)`` float32 in [0, 1], ``'key': '00001/0001'}``.
     """
 
     def __init__(self, root, list_file='sep_trainlist.txt', degradation=None, lq_root=None, n_inputs=4,
-                 lq_size=32, use_flip=False, use_rot=False, use_time_reverse=False, skip_missing=False):
+                 lq_size=32, use_flip=False, use_rot=False, use_time_reverse=False, skip_missing=False,
+                 use_vflip=False):
         super().__init__(root, list_file, 'sequences', 'im{}.png', 1, degradation, lq_root, n_inputs, lq_size,
-                         use_flip, use_rot, use_time_reverse, skip_missing, bit_depth=None)
+                         use_flip, use_rot, use_time_reverse, skip_missing, bit_depth=None, use_vflip=use_vflip)
 
 
 @DATASETS.register()
@@ -141,17 +144,18 @@ class Vimeo90KAnyScale(SeptupletFolders):
        a random place of all 2N-1 GT frames (a random sub-window of the septuplet when N < 4);
     2. flips, 90-degree rotations and time reversal as options, the same for every frame;
     3. the LR inputs: GT frames 0, 2, .., 2N-2 of the patch resized to ``lq_size`` square by the
-       degradation (``BI``: MATLAB bicubic to an exact size, rounded to 8 bits per pass; ``PIL``: PIL bicubic);
+       degradation (``BI``: MATLAB bicubic to an exact size, rounded to 8 bits once, or per pass with
+       ``rounding: per_pass``; ``PIL``: PIL bicubic);
     4. ``sample_q`` queries drawn without replacement among all (frame, pixel) pairs of the 2N-1 GT
        frames, so the query instants are random among the GT frames (input frames and the ones between),
        and the pixels a random subset: ``utils/coords.py`` gives their (t, y, x), cells (2, 2/G, 2/G) and
        GT colours.
 
     Args:
-        root, list_file, n_inputs, use_flip, use_rot, use_time_reverse, skip_missing: as
+        root, list_file, n_inputs, use_flip, use_rot, use_time_reverse, use_vflip, skip_missing: as
             :class:`Vimeo90KSeptuplet`.
-        degradation: ``{type: BI}`` or ``{type: PIL}``; its scale is the random s, so give none. BD (a blur
-            and an integer subsampling) has no form at non-integer factors.
+        degradation: ``{type: BI}`` (optionally ``rounding: per_pass``) or ``{type: PIL}``; its scale is the random
+            s, so give none. BD (a blur and an integer subsampling) has no form at non-integer factors.
         lq_size: LR side (fixed, so samples batch); the GT patch side varies with s.
         scale_min, scale_max: range of s (LIIF and the official Temporal-LIIF: 1 to 4). scale_max * lq_size
             must fit in the 448x256 frames.
@@ -164,15 +168,17 @@ class Vimeo90KAnyScale(SeptupletFolders):
 
     def __init__(self, root, list_file='sep_trainlist.txt', degradation=None, n_inputs=4, lq_size=32,
                  scale_min=1.0, scale_max=4.0, sample_q=4096, use_flip=False, use_rot=False,
-                 use_time_reverse=False, skip_missing=False):
+                 use_time_reverse=False, skip_missing=False, use_vflip=False):
         degradation = dict(degradation or {'type': 'BI'})
         if 'scale' in degradation:
             raise ValueError('degradation.scale: any-scale samples draw the scale from [scale_min, scale_max]; '
                              'leave it out')
         kind = str(degradation.pop('type', 'BI')).upper()
+        rounding = degradation.pop('rounding', None) if kind == 'BI' else None
         if kind not in ('BI', 'PIL') or degradation:
-            raise ValueError(f'degradation: any-scale samples support {{type: BI}} and {{type: PIL}}, got '
+            raise ValueError(f'degradation: any-scale samples support {{type: BI, rounding}} and {{type: PIL}}, got '
                              f'{ {"type": kind, **degradation} }')
+        self.rounding = parse_degradation({'type': 'BI', 'rounding': rounding})['rounding']
         if not isinstance(lq_size, int) or isinstance(lq_size, bool) or lq_size < 1:
             raise ValueError(f'lq_size must be a positive integer, got {lq_size!r}')
         if not 1 <= scale_min <= scale_max:
@@ -182,7 +188,8 @@ class Vimeo90KAnyScale(SeptupletFolders):
             raise ValueError(f'sample_q must be an integer in [1, {smallest}] (the pixels of the smallest GT '
                              f'patch, {2 * n_inputs - 1} x {round(lq_size * scale_min)}^2), got {sample_q!r}')
         super().__init__(root, list_file, 'sequences', 'im{}.png', 1, {'type': 'BI', 'scale': 1}, None, n_inputs,
-                         lq_size, use_flip, use_rot, use_time_reverse, skip_missing, bit_depth=None)
+                         lq_size, use_flip, use_rot, use_time_reverse, skip_missing, bit_depth=None,
+                         use_vflip=use_vflip)
         self.kind, self.lq_size, self.scale_range, self.sample_q = kind, lq_size, (scale_min, scale_max), sample_q
 
     def __getitem__(self, index):
@@ -194,8 +201,8 @@ class Vimeo90KAnyScale(SeptupletFolders):
                             f'(lq_size {self.lq_size} x scale); lower scale_max or lq_size')
         y, x = random.randint(0, height - side), random.randint(0, width - side)
         (patch,) = augment([gt[:, y:y + side, x:x + side]], self.options['use_flip'], self.options['use_rot'],
-                           self.options['use_time_reverse'])
-        lq = np.stack([resize_to(np.ascontiguousarray(f), (self.lq_size, self.lq_size), self.kind)
+                           self.options['use_time_reverse'], use_vflip=self.options['use_vflip'])
+        lq = np.stack([resize_to(np.ascontiguousarray(f), (self.lq_size, self.lq_size), self.kind, self.rounding)
                        for f in patch[0::2]])
         n_inputs = len(lq)
         coord, cell, values = pixel_queries(to_tensor(to_float(patch)), [k / 2 for k in range(len(patch))],
@@ -216,9 +223,9 @@ class Vimeo90KTriplet(SeptupletFolders):
     clip_frames = 3
 
     def __init__(self, root, list_file='tri_trainlist.txt', degradation=None, lq_root=None, lq_size=32,
-                 use_flip=False, use_rot=False, use_time_reverse=False, skip_missing=False):
+                 use_flip=False, use_rot=False, use_time_reverse=False, skip_missing=False, use_vflip=False):
         super().__init__(root, list_file, 'sequences', 'im{}.png', 1, degradation, lq_root, 2, lq_size,
-                         use_flip, use_rot, use_time_reverse, skip_missing, bit_depth=None)
+                         use_flip, use_rot, use_time_reverse, skip_missing, bit_depth=None, use_vflip=use_vflip)
 
 
 @DATASETS.register()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from data.degradations import bd_downsample, pil_bicubic_resize
+from data.degradations import bd_downsample, bi_resize, pil_bicubic_resize
 from data.io import read_frames
 from data.transforms import (
     MANIFEST_NAME,
@@ -23,7 +23,13 @@ from tests.conftest import require
 from utils.errors import DataError
 from utils.resize import imresize
 
-DEGRADATIONS = [{'type': 'BI', 'scale': 4}, {'type': 'BD', 'scale': 4, 'sigma': 1.6}, {'type': 'PIL', 'scale': 4}]
+DEGRADATIONS = [{'type': 'BI', 'scale': 4}, {'type': 'BD', 'scale': 4, 'sigma': 1.6}, {'type': 'PIL', 'scale': 4},
+                {'type': 'BI', 'rounding': 'per_pass'}, {'type': 'BD', 'preset': 'basicvsr'},
+                {'type': 'BD', 'preset': 'stdan'}]
+
+
+def spec_id(spec):
+    return '-'.join(str(spec[k]) for k in ('type', 'rounding', 'preset') if k in spec)
 
 
 @pytest.fixture(scope='module')
@@ -33,16 +39,19 @@ def septuplet():
 
 
 def test_parse_degradation_defaults_and_errors():
-    no_bd = {'sigma': None, 'kernel_size': None, 'padding': None, 'offset': None}
-    assert parse_degradation(None) == {'type': 'BI', 'scale': 4, **no_bd}
-    assert parse_degradation({'type': 'bd'}) == {'type': 'BD', 'scale': 4, 'sigma': 1.6, 'kernel_size': 13,
-                                                 'padding': 'reflect', 'offset': 0}
-    assert parse_degradation({'type': 'PIL', 'scale': 2, 'sigma': 1.6}) == {'type': 'PIL', 'scale': 2, **no_bd}
+    no_bd = {'preset': None, 'sigma': None, 'kernel_size': None, 'padding': None, 'offset': None}
+    assert parse_degradation(None) == {'type': 'BI', 'scale': 4, 'rounding': 'once', **no_bd}
+    assert parse_degradation({'type': 'bd'}) == {'type': 'BD', 'scale': 4, 'rounding': None, 'preset': 'duf',
+                                                 'sigma': 1.6, 'kernel_size': 13, 'padding': 'reflect', 'offset': 0}
+    assert parse_degradation({'type': 'PIL', 'scale': 2, 'sigma': 1.6}) == {'type': 'PIL', 'scale': 2,
+                                                                              'rounding': None, **no_bd}
     assert parse_degradation({'type': 'BD', 'kernel_size': 7, 'padding': 'replicate', 'offset': 2})['offset'] == 2
+    assert parse_degradation({'type': 'BD', 'kernel_size': 8})['kernel_size'] == 8  # even kernels: MATLAB's centre
     for bad, match in [({'type': 'BX'}, 'BI, BD, PIL'), ({'scale': 2.5}, 'scale'), ({'type': 'BD', 'sigma': 0},
                        'sigma must be positive'), ({'kind': 'BI'}, 'unknown keys'),
-                       ({'type': 'BD', 'kernel_size': 8}, 'odd'), ({'type': 'BD', 'padding': 'zeros'}, 'reflect'),
-                       ({'type': 'BD', 'offset': 4}, r'\[0, 4\)')]:
+                       ({'type': 'BD', 'kernel_size': 0}, 'positive integer'), ({'type': 'BD', 'padding': 'zeros'},
+                       'reflect'), ({'type': 'BD', 'offset': 4}, r'\[0, 4\)'),
+                       ({'type': 'BI', 'rounding': 'floor'}, 'once, per_pass')]:
         with pytest.raises(ValueError, match=match):
             parse_degradation(bad)
 
@@ -57,7 +66,8 @@ def test_bd_options_reach_the_degradation(septuplet):
 
 def test_degrade_dispatches_to_the_named_function(septuplet):
     frame = septuplet[0]
-    assert (degrade(frame, {'type': 'BI'}) == imresize(frame, 1 / 4)).all()
+    assert (degrade(frame, {'type': 'BI'}) == bi_resize(frame, 1 / 4)).all()
+    assert (degrade(frame, {'type': 'BI', 'rounding': 'per_pass'}) == imresize(frame, 1 / 4)).all()
     assert (degrade(frame, {'type': 'BD', 'sigma': 1.6}) == bd_downsample(frame, 4, 1.6)).all()
     assert (degrade(frame, {'type': 'PIL'}) == pil_bicubic_resize(frame, 1 / 4)).all()
     assert not (degrade(frame, {'type': 'BI'}) == degrade(frame, {'type': 'BD'})).all()
@@ -88,7 +98,7 @@ def find_crop(full, crop, scale):
     raise AssertionError('GT crop not found at any position aligned to the LR grid')
 
 
-@pytest.mark.parametrize('spec', DEGRADATIONS, ids=lambda s: s['type'])
+@pytest.mark.parametrize('spec', DEGRADATIONS, ids=spec_id)
 def test_random_crop_equals_crop_of_degraded_frame(septuplet, spec):
     full_lq = np.stack([degrade(f, spec) for f in septuplet[0::2]])
     rng = random.Random(3)
@@ -99,7 +109,7 @@ def test_random_crop_equals_crop_of_degraded_frame(septuplet, spec):
         assert (lq == full_lq[:, y:y + 16, x:x + 16]).all()
 
 
-@pytest.mark.parametrize('spec', DEGRADATIONS, ids=lambda s: s['type'])
+@pytest.mark.parametrize('spec', DEGRADATIONS, ids=spec_id)
 def test_degrading_the_crop_footprint_matches_away_from_its_borders(septuplet, spec):
     frame = septuplet[3]
     y, x, size = 20, 40, 24  # LR pixels
@@ -170,7 +180,8 @@ def test_clip_sample_modcrops_and_reports_bit_depth():
 
 def test_manifest_mismatch_warns(tmp_path):
     (tmp_path / MANIFEST_NAME).write_text(json.dumps(manifest({'type': 'BD', 'scale': 4})))
-    with pytest.warns(UserWarning, match="degradation='BD' \\(config: 'BI'\\), sigma=1.6"):
+    with pytest.warns(UserWarning, match="degradation='BD' \\(config: 'BI'\\), rounding=None \\(config: 'once'\\), "
+                                         "preset='duf' \\(config: None\\), sigma=1.6"):
         check_manifest(tmp_path, {'type': 'BI', 'scale': 4})
     with pytest.warns(UserWarning, match=r'sigma=1.6 \(config: 2.0\); results'):
         check_manifest(tmp_path, {'type': 'BD', 'scale': 4, 'sigma': 2.0})

@@ -326,8 +326,8 @@ def test_bd_bad_input():
     img = np.zeros((20, 20))
     with pytest.raises(ValueError, match='offset'):
         bd_downsample(img, 4, offset=4)
-    with pytest.raises(ValueError, match='odd'):
-        bd_downsample(img, 4, kernel_size=12)
+    with pytest.raises(ValueError, match='positive integer'):
+        bd_downsample(img, 4, kernel_size=0)
     with pytest.raises(ValueError, match='padding'):
         bd_downsample(img, 4, padding='zeros')
     with pytest.raises(ValueError, match='no pixels'):
