@@ -15,23 +15,32 @@ Folder tree (one folder per site, as the official ``data/lr_dataset``)::
     └── Landcover-14956/
         └── Landcover-14956_adapted_x6.png       (also _x2, _x4; square, 8-bit)
 
-A revisit is ``<prefix>-<k>-L2A_data_adapted.png`` with ``<prefix>-<k>.metadata`` beside it; other files
-(cloud masks, TIFFs, ``INTER_*``) are ignored. The metadata fields used are ``lowres_date`` (the revisit's
-day, ``YYYY-MM-DD``) and ``delta`` (days, revisit minus the HR acquisition day).
+A revisit is ``<prefix>-<k>.metadata`` with ``<prefix>-<k>-L2A_data_adapted.png`` beside it; other files
+(cloud masks, TIFFs, ``INTER_*``) are ignored. The prefix of the metadata may hold spaces where the folder and
+the images hold underscores (``Amnesty POI-13-1-1-1.metadata`` beside ``Amnesty_POI-13-1-1-1-L2A_data_adapted.png``
+in ``Amnesty_POI-13-1-1/``); revisits are matched by their number. The metadata fields used are the revisit's
+day ``lowres_date`` and the HR acquisition day ``highres_date`` (``datetime`` and ``target_date`` in the
+Amnesty sites' files), ``YYYY-MM-DD``. A revisit may have metadata and no image (3 official sites: revisit 16).
 
 Which revisits (``n_revisits``, official 5, in chronological order; revisit (n-1)/2 is the centre one):
 
-- ``selection: midpoint``, the official rule (``utils/temporal-5-subset.py``, "Equation 5" of the thesis):
-  the n revisits whose first and last days have their midpoint closest to the HR day, i.e. the smallest
-  ``|delta_first + delta_last|``. Many sets tie (only the two ends count); the official kept the first in
-  the order its files were listed, which was not recorded, so ties are broken here by the smallest sum of
-  ``|delta|``, then by revisit numbers. On Landcover-14956 this gives revisits 4, 2, 6, 1, 8 (in date
-  order); the official ``temporal_dataset/Landcover-14956`` holds 4, 7, 6, 1, 8: the same ends (midpoint
-  2019-10-18, HR 2019-10-20) and the same centre revisit, 6.
+- ``selection: official`` (default), ``utils/temporal-5-subset.py`` exactly: among all sets of n revisits
+  with metadata, the one whose first and last days have their midpoint closest to the HR day ("Equation 5"
+  of the thesis), the first such set met when the sets are enumerated (``itertools.combinations``) over the
+  revisits in the order the script listed their metadata files. Only the two ends count, so many sets tie
+  (21 of the 31 official sites, up to 242 sets), and that order decides. The script ran on macOS, whose file
+  system (APFS, case-insensitive) lists a folder by a hash of each name (CRC-32C of the case-folded NFD name
+  in UTF-32LE, low 22 bits, then the name's length); ``apfs_listing_key`` computes it, so the choice does not
+  depend on the machine running this code. Each chosen day then maps to the first listed revisit of that day.
+  This reproduces the official ``temporal_dataset`` for all 31 sites (tests/test_official_inputs.py, from
+  their metadata); on Landcover-14956: revisits 4, 7, 6, 1, 8.
+- ``selection: midpoint``: the same criterion with a tie-break that needs no file order: the smallest sum of
+  ``|delta|`` (revisit minus HR day), then the revisit numbers; on Landcover-14956 revisits 4, 2, 6, 1, 8 (the
+  same ends, midpoint 2019-10-18 for HR day 2019-10-20, the same centre revisit 6). Only revisits with images.
 - ``selection: nearest``: the n revisits with the smallest ``|delta|`` (ties: lower revisit number); 7, 2, 6,
   1, 8 on Landcover-14956. Not the official rule; kept as an option.
 
-Both are then ordered by ``lowres_date`` (ties: revisit number).
+All are then ordered by day (ties: as chosen).
 
 The target. With ``hr_root`` the target is the SPOT image, as the official: for training PIL-bicubic resized
 to the revisit grid (``wrappers.py``, ``sr-implicit-downsampled``), for testing at its own size (``demo.py``).
@@ -52,11 +61,13 @@ Test items (``Sentinel2Test``, the clip format of ``transforms.clip_sample``, fo
     {'name': site, 'lq': (n, h, w, 3) float32 in [0, 1], 'gt': (1, H, W, 3) uint8, 'max_value': 255,
      'frame_names': [target file name]}
 """
+import functools
 import itertools
 import json
 import math
 import random
 import re
+import unicodedata
 from datetime import date
 from pathlib import Path
 
@@ -71,44 +82,97 @@ from .registry import DATASETS
 from .transforms import clip_sample, resize_to, to_tensor
 
 REVISIT_NAME = re.compile(r'^(?P<prefix>.+)-(?P<number>\d+)-L2A_data_adapted\.png$')
-SELECTIONS = ('midpoint', 'nearest')
+METADATA_NAME = re.compile(r'^(?P<prefix>.+)-(?P<number>\d+)\.metadata$')
+SELECTIONS = ('official', 'midpoint', 'nearest')
 
 
 def read_revisits(site_dir):
-    """Every revisit of a site folder: a list of ``{'number', 'path', 'date', 'delta'}`` in revisit order."""
+    """Every revisit of a site folder with metadata: a list of ``{'number', 'path' (the image, or None), 'date',
+    'hr_date', 'delta' (days), 'metadata' (file name)}`` in revisit order."""
     l2a = Path(site_dir) / 'L2A'
     if not l2a.is_dir():
         raise DataError(f'{site_dir}: no L2A folder (expected <site>/L2A/<site>-<k>-L2A_data_adapted.png revisits)')
+    metadata, images = {}, {}
+    for path in sorted(l2a.iterdir()):
+        for pattern, found in ((METADATA_NAME, metadata), (REVISIT_NAME, images)):
+            match = pattern.match(path.name)
+            if match:
+                number = int(match['number'])
+                if number in found:
+                    raise DataError(f'{l2a}: two files for revisit {number}: {found[number].name}, {path.name}')
+                found[number] = path
+    for number, path in images.items():
+        if number not in metadata:
+            prefix = REVISIT_NAME.match(path.name)['prefix']
+            raise DataError(f'{l2a / f"{prefix}-{number}.metadata"}: metadata file not found for revisit {path.name}')
     revisits = []
-    for path in l2a.iterdir():
-        match = REVISIT_NAME.match(path.name)
-        if not match:
-            continue
-        number = int(match['number'])
-        meta_path = l2a / f'{match["prefix"]}-{number}.metadata'
-        if not meta_path.is_file():
-            raise DataError(f'{meta_path}: metadata file not found for revisit {path.name}')
+    for number, meta_path in sorted(metadata.items()):
         try:
             meta = json.loads(meta_path.read_text())
-            day, delta = date.fromisoformat(meta['lowres_date']), int(meta['delta'])
+            day = date.fromisoformat(meta['lowres_date'] if 'lowres_date' in meta else meta['datetime'])
+            hr_day = date.fromisoformat(meta['highres_date'] if 'highres_date' in meta else meta['target_date'])
         except (OSError, ValueError, KeyError, TypeError) as err:
-            raise DataError(f'{meta_path}: not a revisit metadata file (needs lowres_date YYYY-MM-DD and delta in '
-                            f'days; {type(err).__name__}: {err})') from None
-        revisits.append({'number': number, 'path': path, 'date': day, 'delta': delta})
-    return sorted(revisits, key=lambda r: r['number'])
+            raise DataError(f'{meta_path}: not a revisit metadata file (needs lowres_date and highres_date, or '
+                            f'datetime and target_date, as YYYY-MM-DD; {type(err).__name__}: {err})') from None
+        revisits.append({'number': number, 'path': images.get(number), 'date': day, 'hr_date': hr_day,
+                         'delta': (day - hr_day).days, 'metadata': meta_path.name})
+    return revisits
+
+
+@functools.lru_cache(maxsize=1)
+def _crc32c_table():
+    table = []
+    for byte in range(256):
+        crc = byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
+        table.append(crc)
+    return table
+
+
+def apfs_listing_key(name):
+    """Where macOS (APFS, case-insensitive) lists file ``name`` in its folder: folders are B-trees keyed by
+    (hash << 10 | length of the UTF-8 name + 1), the hash the low 22 bits of CRC-32C (initial value ~0, no final
+    inversion) of the case-folded, NFD-normalised name in UTF-32LE; the name itself breaks hash ties."""
+    table, crc = _crc32c_table(), 0xFFFFFFFF
+    for byte in unicodedata.normalize('NFD', name.casefold()).encode('utf-32-le'):
+        crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    return ((crc & 0x3FFFFF) << 10) | ((len(name.encode()) + 1) & 0x3FF), name
+
+
+def _official_choice(revisits, n):
+    """temporal-5-subset.py's choice (module docstring): the first set in listing order whose first and last
+    days have their midpoint nearest the HR day, each chosen day mapped to the first listed revisit of that day."""
+    listed = sorted(revisits, key=lambda r: apfs_listing_key(r['metadata']))
+    hr_day = listed[-1]['hr_date'].toordinal()  # the script keeps the HR day of the last file it reads
+    best, best_gap = None, None
+    for combo in itertools.combinations(listed, n):
+        days = sorted(r['date'].toordinal() for r in combo)
+        gap = abs(2 * hr_day - days[0] - days[-1])  # twice |HR day - midpoint|, in whole days
+        if best_gap is None or gap < best_gap:
+            best, best_gap = days, gap
+    return [next(r for r in listed if r['date'].toordinal() == day) for day in best]
 
 
 def select_revisits(revisits, n, selection, site='site'):
     """The n revisits chosen by ``selection`` (module docstring), in chronological order."""
-    if len(revisits) < n:
-        raise DataError(f'{site}: {len(revisits)} revisits found, n_revisits={n} needs at least {n}')
+    usable = revisits if selection == 'official' else [r for r in revisits if r['path'] is not None]
+    if len(usable) < n:
+        raise DataError(f'{site}: {len(usable)} revisits found, n_revisits={n} needs at least {n}')
+    if selection == 'official':
+        chosen = _official_choice(usable, n)
+        missing = [r['number'] for r in chosen if r['path'] is None]
+        if missing:
+            raise DataError(f'{site}: the official selection takes revisit {missing[0]}, which has metadata but no '
+                            f'image (<site>-{missing[0]}-L2A_data_adapted.png)')
+        return sorted(chosen, key=lambda r: r['date'])  # stable: same-day revisits keep the order chosen
     if selection == 'nearest':
-        chosen = sorted(revisits, key=lambda r: (abs(r['delta']), r['number']))[:n]
+        chosen = sorted(usable, key=lambda r: (abs(r['delta']), r['number']))[:n]
     else:
         def score(combo):  # combo is chronological, so its ends are the first and last days
             return (abs(combo[0]['delta'] + combo[-1]['delta']), sum(abs(r['delta']) for r in combo),
                     sorted(r['number'] for r in combo))
-        chronological = sorted(revisits, key=lambda r: (r['date'], r['number']))
+        chronological = sorted(usable, key=lambda r: (r['date'], r['number']))
         chosen = min(itertools.combinations(chronological, n), key=score)
     return sorted(chosen, key=lambda r: (r['date'], r['number']))
 
@@ -189,7 +253,8 @@ class Sentinel2Revisits(Dataset):
     Args:
         root: folder of site folders (tree in the module docstring).
         sites: site folder names; None: every folder of ``root`` that has an ``L2A`` folder.
-        n_revisits: revisits per sample (odd; official 5). selection: ``midpoint`` (official) or ``nearest``.
+        n_revisits: revisits per sample (odd; official 5). selection: ``official`` (default), ``midpoint`` or
+            ``nearest`` (module docstring).
         hr_root, hr_name: ``<hr_root>/<site>/<hr_name>`` is the target, PIL-bicubic resized to the revisit
             size (official ``_adapted_x6.png``); hr_root None: the centre revisit (self-supervised stand-in).
         inp_size: the official crop: target crop side on the revisit grid, LR side floor(inp_size / s). The
@@ -209,7 +274,7 @@ class Sentinel2Revisits(Dataset):
     The revisits and targets of every site are read once, here (the official ``cache: in_memory``).
     """
 
-    def __init__(self, root, sites=None, n_revisits=5, selection='midpoint', hr_root=None,
+    def __init__(self, root, sites=None, n_revisits=5, selection='official', hr_root=None,
                  hr_name='{site}_adapted_x6.png', inp_size=128, lq_size=None, lq_size_from=None, scale_min=1.0,
                  scale_max=4.0, sample_q=16384, augment=True, repeat=1):
         check_n_revisits(n_revisits, selection)
@@ -297,7 +362,7 @@ class Sentinel2Test(Dataset):
     'frame_names': [target file name]}``.
     """
 
-    def __init__(self, root, sites=None, n_revisits=5, selection='midpoint', hr_root=None,
+    def __init__(self, root, sites=None, n_revisits=5, selection='official', hr_root=None,
                  hr_name='{site}_adapted_x4.png', scale=4):
         check_n_revisits(n_revisits, selection)
         if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
