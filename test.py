@@ -133,7 +133,7 @@ def inference_arguments(parser):
     infer.add_argument('--input', default=None,
                        help='video file, demo:<name> or folder of frames to upscale; switches to inference')
     infer.add_argument('--output', action='append', default=[],
-                       help='a .mp4 file (8-bit, mp4v) or a folder for PNG frames at the input bit depth (repeatable)')
+                       help='a .mp4 file (8-bit H.264) or a folder for PNG frames at the input bit depth (repeatable)')
     infer.add_argument('--scale', type=float, default=d.scale,
                        help='space factor: any for any_scale networks (TemporalLIIF, BicubicBlend), others accept '
                             'their own only (default: the network\'s)')

@@ -10,7 +10,10 @@ that many pixels, which both saves memory and washes out compression artefacts t
 learnt as "ground truth"; ``frame_stride`` keeps every k-th frame (faster motion); ``max_frames`` stops
 after that many kept frames.
 """
+import importlib.util
+import logging
 import math
+from fractions import Fraction
 from pathlib import Path
 
 import cv2
@@ -21,6 +24,8 @@ from utils.errors import DataError
 
 from .demo import demo_video
 from .registry import DATASETS
+
+logger = logging.getLogger(__name__)
 from .transforms import check_n_inputs, clip_sample, describe_lr, parse_degradation, training_sample
 
 
@@ -113,6 +118,71 @@ class VideoReader:
             yield frame
         if self._count is not None and read < self._count:
             raise DataError(f'{self.path}: frame {read} no longer decodes (the file changed while reading?)')
+
+
+CODECS = ('h264', 'mp4v', 'mjpg')
+
+
+class VideoWriter:
+    """RGB uint8 frames into a video file, one at a time.
+
+    ``codec='h264'`` (the default): H.264 in yuv420p through PyAV's FFmpeg (libx264, ``crf`` 18), what
+    browsers and players open; odd sizes are padded to even by repeating the last row or column (4:2:0
+    halves the chroma planes). Without PyAV (``pip install av``) it falls back to OpenCV's ``mp4v``
+    (MPEG-4 Part 2, which many players refuse), saying so once. ``mp4v`` and ``mjpg`` (for .avi) are
+    OpenCV's. ``fps`` is kept as an exact fraction where it is one (60000/1001 for 2 x 29.97).
+    """
+
+    def __init__(self, path, fps, codec='h264', crf=18):
+        if codec not in CODECS:
+            raise ValueError(f'codec must be one of {", ".join(CODECS)}, got {codec!r}')
+        if codec == 'h264' and importlib.util.find_spec('av') is None:
+            logger.warning('PyAV is not installed (pip install av): writing MPEG-4 Part 2 (mp4v) instead of H.264')
+            codec = 'mp4v'
+        self.path, self.fps, self.codec, self.crf = Path(path), float(fps), codec, crf
+        self.size, self.container, self.stream, self.writer = None, None, None, None
+
+    def _open(self, height, width):
+        self.size = (height, width)
+        if self.codec == 'h264':
+            import av
+            self.container = av.open(str(self.path), mode='w')
+            self.stream = self.container.add_stream('libx264', rate=Fraction(self.fps).limit_denominator(100000))
+            self.stream.width, self.stream.height = width + width % 2, height + height % 2
+            self.stream.pix_fmt = 'yuv420p'
+            self.stream.options = {'crf': str(self.crf)}
+            return
+        fourcc = {'mp4v': 'mp4v', 'mjpg': 'MJPG'}[self.codec]
+        self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*fourcc), self.fps, (width, height))
+        if not self.writer.isOpened():
+            raise DataError(f'{self.path}: OpenCV cannot write a {self.codec} video of {width}x{height} at '
+                            f'{self.fps:g} fps')
+
+    def write(self, frame):
+        """frame: (H, W, 3) uint8 RGB, every frame of one size."""
+        if self.size is None:
+            self._open(*frame.shape[:2])
+        elif frame.shape[:2] != self.size:
+            raise DataError(f'{self.path}: frame of {frame.shape[1]}x{frame.shape[0]} after frames of '
+                            f'{self.size[1]}x{self.size[0]}')
+        if self.stream is None:
+            self.writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+            return
+        import av
+        padded = np.pad(frame, ((0, frame.shape[0] % 2), (0, frame.shape[1] % 2), (0, 0)), mode='edge')
+        for packet in self.stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(padded), format='rgb24')):
+            self.container.mux(packet)
+
+    def close(self):
+        """Finish the file (idempotent)."""
+        if self.stream is not None:
+            for packet in self.stream.encode():
+                self.container.mux(packet)
+            self.container.close()
+            self.stream = None
+        if self.writer is not None:
+            self.writer.release()
+            self.writer = None
 
 
 def decode_video(path, max_frames=None, frame_stride=1, max_side=None):

@@ -38,7 +38,7 @@ How a clip goes through the network
 
 Outputs go to temporary names beside their destination and are renamed into place at the end, so an error
 (an unreadable frame, a full disk, Ctrl-C) leaves nothing behind. PNG frames keep the input's bit depth
-(16-bit PNG/TIFF in, 16-bit PNG out); MP4 (OpenCV, ``mp4v``) is 8-bit.
+(16-bit PNG/TIFF in, 16-bit PNG out); MP4 is 8-bit H.264 (``data.video.VideoWriter``).
 
 Every option is one field of :class:`InferenceOptions`, with its default, checked in one place.
 """
@@ -54,7 +54,6 @@ from dataclasses import dataclass, fields
 from fractions import Fraction
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 import yaml
@@ -62,7 +61,7 @@ import yaml
 from data.frames import FrameReader
 from data.io import IMAGE_EXTENSIONS, check_writable, publish, to_float, to_integer, write_image
 from data.protocols import output_count, stream_windows
-from data.video import VideoReader
+from data.video import VideoReader, VideoWriter
 from utils.errors import DataError, OptionsError
 
 from .checkpoint import rebuild_network
@@ -383,7 +382,8 @@ class FramesOutput(_Output):
 
 
 class VideoOutput(_Output):
-    """An MP4 (OpenCV, ``mp4v``, 8-bit) written to a hidden temporary file, renamed to ``path`` on commit."""
+    """An MP4 (``data.video.VideoWriter``: H.264 yuv420p, 8-bit) written to a hidden temporary file, renamed
+    to ``path`` on commit."""
 
     def __init__(self, path, fps, overwrite=False):
         super().__init__(path, overwrite)
@@ -395,27 +395,22 @@ class VideoOutput(_Output):
 
     def write(self, index, frame):
         """Frame ``index`` (consecutive from 0): (H, W, 3) float RGB in [0, 1]."""
-        frame = to_integer(frame, np.uint8)
         if self.writer is None:
             self._make_parent()
             fd, tmp = tempfile.mkstemp(prefix=f'.{self.path.stem}.', suffix=VIDEO_SUFFIX, dir=self.path.parent)
             os.close(fd)
             self.tmp = Path(tmp)
-            height, width = frame.shape[:2]
-            self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*'mp4v'), self.fps, (width, height))
-            if not self.writer.isOpened():
-                raise DataError(f'{self.path}: OpenCV cannot write an mp4v video of {width}x{height} at '
-                                f'{self.fps:g} fps')
-        self.writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+            self.writer = VideoWriter(self.tmp, self.fps)
+        self.writer.write(to_integer(frame, np.uint8))
 
     def commit(self):
-        self.writer.release()
+        self.writer.close()
         publish(self.tmp)
         os.replace(self.tmp, self.path)
 
     def _discard(self):
         if self.writer is not None:
-            self.writer.release()
+            self.writer.close()
         if self.tmp is not None:
             self.tmp.unlink(missing_ok=True)
 

@@ -131,6 +131,10 @@ def test_carphone_mp4_gives_2n_minus_1_frames_at_twice_the_fps(tmp_path):
     assert summary['frames_in'] == 120 and summary['frames_out'] == 239 == count == len(frames)
     assert frames.shape[1:] == (576, 704, 3) and summary['output_size'] == (704, 576)
     assert fps == pytest.approx(2 * 30000 / 1001, rel=1e-4)
+    capture = cv2.VideoCapture(str(tmp_path / 'out.mp4'))
+    codec = int(capture.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, 'little').decode().lower()
+    capture.release()
+    assert codec in ('avc1', 'h264'), codec  # H.264, what browsers and players open (not mp4v)
     # Output frame 2k is input frame k upscaled (through MP4 compression twice).
     _, _, source = read_video(demo_video('carphone'))
     for k in (0, 37, 119):
@@ -343,3 +347,17 @@ def test_checkpoint_cli_and_overwrite(tmp_path, capsys):
     assert 'MSITF x4' in capsys.readouterr().out
     assert figure.main(['--network', BICUBIC, '--degradation', 'none', '--output', str(png)]) == 0
     assert read_image(png).shape == (2 * 192 + figure.LABEL_HEIGHT, 2 * 2 * 192 + figure.GAP, 3)
+
+
+def test_h264_of_odd_sizes_pads_to_even_and_the_fallback_is_mp4v(tmp_path, monkeypatch):
+    from data.video import VideoWriter
+    frames = [np.full((33, 45, 3), 40 * i, np.uint8) for i in range(5)]
+    writer = VideoWriter(tmp_path / 'odd.mp4', 25)
+    for frame in frames:
+        writer.write(frame)
+    writer.close()
+    fps, count, decoded = read_video(tmp_path / 'odd.mp4')
+    assert count == len(decoded) == 5 and decoded.shape[1:] == (34, 46, 3) and fps == 25
+    assert np.abs(decoded[3].astype(int) - 120).max() <= 2
+    monkeypatch.setattr('importlib.util.find_spec', lambda name: None)
+    assert VideoWriter(tmp_path / 'old.mp4', 25).codec == 'mp4v'
