@@ -11,9 +11,9 @@ Folder tree (one folder per site, as the official ``data/lr_dataset``)::
             ├── Landcover-14956-2.metadata
             └── ..                                       revisits 1..K, all of one size
 
-    spot_hr/                                     hr_root (optional): the SPOT 6/7 image of each site
-    └── Landcover-14956/
-        └── Landcover-14956_adapted_x6.png       (also _x2, _x4; square, 8-bit)
+    hr_dataset/12bit/                            hr_root (optional): the SPOT 6/7 image of each site (the
+    └── Landcover-14956/                         official data/hr_dataset/12bit; 8-bit RGB PNGs despite the name)
+        └── Landcover-14956_adapted_x6.png       (also _x2, _x4; square: 1054, 314, 628 pixels)
 
 A revisit is ``<prefix>-<k>.metadata`` with ``<prefix>-<k>-L2A_data_adapted.png`` beside it; other files
 (cloud masks, TIFFs, ``INTER_*``) are ignored. The prefix of the metadata may hold spaces where the folder and
@@ -42,10 +42,10 @@ Which revisits (``n_revisits``, official 5, in chronological order; revisit (n-1
 
 All are then ordered by day (ties: as chosen).
 
-The target. With ``hr_root`` the target is the SPOT image, as the official: for training PIL-bicubic resized
-to the revisit grid (``wrappers.py``, ``sr-implicit-downsampled``), for testing at its own size (``demo.py``).
-Without ``hr_root`` (the SPOT images are not distributed with the revisits) the target is a
-**self-supervised stand-in**: the centre revisit itself, at its native resolution. Scores on that target
+The target. With ``hr_root`` the target is the SPOT image, as the official: read as RGB, for training
+PIL-bicubic resized to the revisit grid (``image_folder.py``, ``wrappers.py`` ``sr-implicit-downsampled``), for
+testing at its own size (``demo.py``). Without ``hr_root`` (a copy of the revisits without the official
+repository's ``hr_dataset``, as in ``../shared/data``) the target is a **self-supervised stand-in**: the centre revisit itself, at its native resolution. Scores on that target
 measure how well the network rebuilds a revisit from downscaled revisits, not Sentinel-2 -> SPOT
 super-resolution, and are not comparable to the thesis.
 
