@@ -3,7 +3,8 @@
 - ``add_pyramid_convs`` / ``feature_pyramid``: the L1 -> L2 -> L3 feature pyramid (stride-2 conv + conv, each
   followed by LeakyReLU(0.1)) under the official names ``fea_L{2,3}_conv{1,2}`` of the module that owns it.
 - :class:`PCDAlign`: Pyramid, Cascading and Deformable alignment (EDVR's, as Zooming Slow-Mo's ``PCD_Align``
-  uses it), in one or both directions.
+  uses it), in one or both directions, optionally with TMNet's temporal modulation of the offsets
+  (:class:`TemporalModulation`).
 - :class:`EasyPCD`: a pyramid of each of two features, PCD, and a 1x1 fusion (``Easy_PCD``).
 - :class:`BiDeformableConvLSTM`: a ConvLSTM whose state is aligned to each input by two EasyPCDs, run over
   a sequence and its reverse with the same weights (``BiDeformableConvLSTM``).
@@ -45,14 +46,41 @@ def feature_pyramid(m, l1):
     return [l1, l2, l3]
 
 
+class TemporalModulation(nn.Module):
+    """TMNet's Temporal Modulation Block (official ``TMB``): ``forward(x, t)``, x (b, nf, h, w) offset features,
+    t (b, 1, 1, 1) the instant mapped to [-1, 1] -> (b, nf, h, w) = f_process(x) * t_process(t).
+
+    ``t_process``: three bias-free 1x1 convs (1 -> nf -> nf -> nf), each followed by LeakyReLU(0.1): a vector
+    that is exactly 0 at t = 0 (the midpoint) and positively homogeneous in t. ``f_process``: two 3x3 convs
+    with LeakyReLU(0.1). The official block is 64 channels wide (``nf`` here).
+    """
+
+    def __init__(self, nf=64):
+        super().__init__()
+        self.t_process = nn.Sequential(nn.Conv2d(1, nf, 1, bias=False), nn.LeakyReLU(0.1),
+                                       nn.Conv2d(nf, nf, 1, bias=False), nn.LeakyReLU(0.1),
+                                       nn.Conv2d(nf, nf, 1, bias=False), nn.LeakyReLU(0.1))
+        self.f_process = nn.Sequential(nn.Conv2d(nf, nf, 3, 1, 1), nn.LeakyReLU(0.1),
+                                       nn.Conv2d(nf, nf, 3, 1, 1), nn.LeakyReLU(0.1))
+
+    def forward(self, x, t):
+        return self.f_process(x) * self.t_process(t)
+
+
 class PCDAlign(nn.Module):
-    """3-level PCD alignment of two pyramids: ``forward(fea1, fea2)``, each [L1 (b, nf, h, w), L2 (h/2),
-    L3 (h/4)] -> (b, directions * nf, h, w).
+    """3-level PCD alignment of two pyramids: ``forward(fea1, fea2, t=None, t_back=None)``, each [L1 (b, nf, h, w),
+    L2 (h/2), L3 (h/4)] -> (b, directions * nf, h, w).
 
     Direction 1 aligns fea1 towards fea2 (modules ``*_1``), direction 2 fea2 towards fea1 (``*_2``); their
     outputs are concatenated. At each level, coarse to fine, offsets are predicted from the pair and the
     upsampled, doubled offset features of the coarser level, and a modulated deformable conv (``groups``
     groups) samples the source features (``sample='src'``) or the mean of both (``sample='mean'``).
+
+    ``time_modulation`` (TMNet's ``use_time``) adds a :class:`TemporalModulation` per level and direction
+    (``TMB_A_l{1,2,3}`` for direction 1, ``TMB_B_l*`` for direction 2, registered after the PCD layers): given
+    instants ``t`` (b, 1, 1, 1) for direction 1 and ``t_back`` for direction 2, each level's offset features
+    become lrelu(last offset conv(o)) + TMB(o, t), o the input of that conv. Without instants the blocks are
+    skipped (TMNet's forward without t).
 
     Args beyond the official ones: ``offset_bound`` (offsets = bound * tanh, MSITF's 10; None: unbounded),
     ``dcn_init`` ('uniform': DCNv2's own init; 'kaiming': detectron2's ``kaiming_uniform_``, as STDAN's
@@ -60,7 +88,7 @@ class PCDAlign(nn.Module):
     """
 
     def __init__(self, nf=64, groups=8, directions=2, offset_bound=None, sample='src', dcn_init='uniform',
-                 offset_name='conv_offset'):
+                 offset_name='conv_offset', time_modulation=False):
         super().__init__()
         if sample not in ('src', 'mean'):
             raise ValueError(f"sample must be 'src' or 'mean', got {sample!r}")
@@ -84,30 +112,41 @@ class PCDAlign(nn.Module):
                 setattr(self, f'L{level}_dcnpack_{d}', dcn)
                 if level < 3:
                     setattr(self, f'L{level}_fea_conv_{d}', nn.Conv2d(2 * nf, nf, 3, 1, 1))
+        self.time_modulation = time_modulation
+        if time_modulation:
+            for level in (1, 2, 3):
+                for d in range(1, directions + 1):
+                    setattr(self, f'TMB_{"AB"[d - 1]}_l{level}', TemporalModulation(nf))
 
-    def align(self, d, src, ref):
-        """Align pyramid ``src`` towards ``ref`` with the modules of direction ``d``."""
+    def align(self, d, src, ref, t=None):
+        """Align pyramid ``src`` towards ``ref`` with the modules of direction ``d`` (modulated at instants t)."""
         def m(name):
             return getattr(self, f'{name}_{d}')
 
+        def last_offset_conv(level, conv, o):
+            out = lrelu(m(f'L{level}_offset_{conv}')(o))
+            return out if t is None else out + getattr(self, f'TMB_{"AB"[d - 1]}_l{level}')(o, t)
+
         x = src if self.sample == 'src' else [(a + b) / 2 for a, b in zip(src, ref)]
         offset = lrelu(m('L3_offset_conv1')(torch.cat((src[2], ref[2]), dim=1)))
-        offset = lrelu(m('L3_offset_conv2')(offset))
+        offset = last_offset_conv(3, 'conv2', offset)
         fea = lrelu(m('L3_dcnpack')(x[2], offset))
         for level in (2, 1):
             i = level - 1
             new = lrelu(m(f'L{level}_offset_conv1')(torch.cat((src[i], ref[i]), dim=1)))
             offset = lrelu(m(f'L{level}_offset_conv2')(torch.cat((new, up2(offset) * 2), dim=1)))
-            offset = lrelu(m(f'L{level}_offset_conv3')(offset))
+            offset = last_offset_conv(level, 'conv3', offset)
             fea = m(f'L{level}_fea_conv')(torch.cat((m(f'L{level}_dcnpack')(x[i], offset), up2(fea)), dim=1))
             if level == 2:  # the finest level's output stays linear
                 fea = lrelu(fea)
         return fea
 
-    def forward(self, fea1, fea2):
-        aligned = [self.align(1, fea1, fea2)]
+    def forward(self, fea1, fea2, t=None, t_back=None):
+        if (t is not None or t_back is not None) and not self.time_modulation:
+            raise ValueError('instants given to a PCDAlign built without time_modulation')
+        aligned = [self.align(1, fea1, fea2, t)]
         if self.directions == 2:
-            aligned.append(self.align(2, fea2, fea1))
+            aligned.append(self.align(2, fea2, fea1, t_back))
         return torch.cat(aligned, dim=1) if len(aligned) > 1 else aligned[0]
 
 
