@@ -2,7 +2,7 @@
 
 Training sets return ``{'lq', 'gt', 'key'}`` tensors; test sets return whole clips (see ``transforms``).
 """
-from . import frames, jilin, sentinel2, video, vimeo  # noqa: F401  (each module registers its datasets)
+from . import frames, jilin, lmdb, sentinel2, video, vimeo  # noqa: F401  (each module registers its datasets)
 from .registry import DATASETS
 
 
