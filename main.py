@@ -7,17 +7,23 @@
 The whole iteration loop is ``loop()`` below; what it calls lives in engine/training.py, and per-network
 differences behind the network interface (models/base.py).
 """
-import argparse
-import signal
-import sys
-from pathlib import Path
+import os
 
-import torch
+# Before torch loads OpenMP: waiting threads sleep instead of spinning, so that a machine shared with other
+# jobs slows a run by the CPU share it loses, not tens of times (README, "Threads on a shared machine").
+os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 
-from engine import cli
-from engine.dist import cleanup, init_distributed
-from engine.options import load_options
-from engine.training import (
+import argparse  # noqa: E402
+import signal  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
+
+from engine import cli  # noqa: E402
+from engine.dist import cleanup, init_distributed  # noqa: E402
+from engine.options import load_options  # noqa: E402
+from engine.training import (  # noqa: E402
     StepTimer,
     abandon,
     build_run,

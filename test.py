@@ -3,7 +3,8 @@ With --input, upscale a clip without ground truth instead (x4 in space, x2 in ti
 
     python test.py                                        # the demo checkpoint (options/test/demo.yml)
     python test.py -opt options/test/baseline_vid4_bix4.yml
-    python test.py --checkpoint experiments/demo/checkpoints/best.pth   # data and protocol from the checkpoint
+    python test.py --checkpoint experiments/demo      # the run's best.pth (latest.pth without validation); data
+                                                      # and protocol from the checkpoint
     python test.py -opt options/test/stdan_vid4_bix4.yml --set test.protocol=zsm_legacy
 
     python test.py --checkpoint best.pth --input clip.mp4 --output out.mp4          # inference
@@ -11,27 +12,33 @@ With --input, upscale a clip without ground truth instead (x4 in space, x2 in ti
     python test.py --checkpoint best.pth --input big.mp4 --output out.mp4 --max-memory 8 --precision fp16
     python test.py -opt options/test/stdan_vid4_bix4.yml --weights STDAN_20220306.pth   # published weights
 """
-import argparse
 import os
-import sys
-import time
-from pathlib import Path
 
-import torch
+# Before torch loads OpenMP: waiting threads sleep instead of spinning, so that a machine shared with other
+# jobs slows a run by the CPU share it loses, not tens of times (README, "Threads on a shared machine").
+os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 
-from data import build_dataset
-from data.io import check_writable
-from data.protocols import Protocol
-from engine import cli
-from engine.checkpoint import options_from_checkpoint, rebuild_network
-from engine.dist import resolve_device
-from engine.evaluation import NonFiniteOutput, evaluate, format_table, write_results, write_rows
-from engine.inference import InferenceOptions, load_network, open_input, run_inference
-from engine.logger import setup_logging
-from engine.options import build_option, load_options
-from engine.performance import check_amp, prepare_network
-from models.baseline import BicubicBlend
-from utils.errors import CheckpointError, OptionsError
+import argparse  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
+
+from data import build_dataset  # noqa: E402
+from data.io import check_writable  # noqa: E402
+from data.protocols import Protocol  # noqa: E402
+from engine import cli  # noqa: E402
+from engine.checkpoint import options_from_checkpoint, rebuild_network, resolve_checkpoint  # noqa: E402
+from engine.dist import resolve_device  # noqa: E402
+from engine.evaluation import NonFiniteOutput, evaluate, format_table, write_results, write_rows  # noqa: E402
+from engine.inference import InferenceOptions, load_network, open_input, run_inference  # noqa: E402
+from engine.logger import setup_logging  # noqa: E402
+from engine.options import build_option, load_options  # noqa: E402
+from engine.performance import check_amp, prepare_network  # noqa: E402
+from models.baseline import BicubicBlend  # noqa: E402
+from utils.errors import CheckpointError, OptionsError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 DEMO_OPTIONS = ROOT / 'options' / 'test' / 'demo.yml'
@@ -166,7 +173,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('-opt', '--opt', default=None, help='test options YAML (default: options/test/demo.yml)')
     parser.add_argument('--checkpoint', '--weights', dest='checkpoint', default=None,
-                        help='a toolbox checkpoint, or published weights as they are published (a state_dict, '
+                        help='a toolbox checkpoint (or a run folder: its best.pth, else latest.pth), or published weights as they are published (a state_dict, '
                              '{state_dict: ..}, {params: ..}; module. prefixes dropped) with --network or -opt '
                              'naming the network; overrides test.checkpoint')
     parser.add_argument('--network', default=None, metavar='YAML',
@@ -183,6 +190,8 @@ def main(argv=None):
 def dispatch(parsed):
     """Inference when --input is given, else evaluation; returns the exit code."""
     args, parser, inference_only = parsed
+    if args.checkpoint is not None:
+        args.checkpoint = str(resolve_checkpoint(args.checkpoint))
     if args.input is not None:
         run_inference_cli(args)
         return 0

@@ -77,6 +77,20 @@ def _atomic_copy(src, dst):
     _fsync_dir(dst.parent)
 
 
+def resolve_checkpoint(path):
+    """``path`` itself, or for a run folder (or its checkpoints/ folder) its best.pth, else its latest.pth (a
+    run without validation writes no best.pth)."""
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    folder = path / 'checkpoints' if (path / 'checkpoints').is_dir() else path
+    for name in ('best.pth', 'latest.pth'):
+        if (folder / name).is_file():
+            return folder / name
+    raise CheckpointError(f'{path}: a folder without best.pth or latest.pth (expected a run folder, its '
+                          'checkpoints/ folder, or a checkpoint file)')
+
+
 def load_checkpoint(path, map_location='cpu'):
     """Load a checkpoint (or a bare state_dict) with ``weights_only=True``; CheckpointError if unusable."""
     path = Path(path)

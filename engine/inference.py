@@ -64,7 +64,7 @@ from data.protocols import output_count, stream_windows
 from data.video import VideoReader, VideoWriter
 from utils.errors import DataError, OptionsError
 
-from .checkpoint import rebuild_network
+from .checkpoint import rebuild_network, resolve_checkpoint
 from .dist import resolve_device
 from .logger import progress
 from .memory import MemoryMeter, format_bytes
@@ -165,8 +165,22 @@ def load_network(checkpoint=None, network=None):
         spec = validate({'name': 'inference', 'network': network}, source='--network')['network']
     if checkpoint is None and spec is None:
         raise OptionsError('give --checkpoint (a trained network) or --network (e.g. "{type: BicubicBlend}")')
-    net, _, ckpt = rebuild_network(checkpoint, spec, '--network', '--checkpoint')
+    net, _, ckpt = rebuild_network(None if checkpoint is None else resolve_checkpoint(checkpoint), spec,
+                                   '--network', '--checkpoint')
     return net, ckpt
+
+
+@torch.inference_mode()
+def upscale(net, lq, scale=None, time=None, tile=None, tile_overlap=16, device='cpu'):
+    """A clip in memory through the network, as ``test.py --input`` runs a file: lq (n, 3, h, w) float in
+    [0, 1] -> (m, 3, H, W) float32 in [0, 1] on the CPU, m = floor((n - 1) T) + 1 (2n - 1 at T = 2), the
+    same windows (``stream_windows``), tiles and factors as ``run_inference``."""
+    upscaler = Upscaler(net, device, scale=scale, time_factor=time)
+    frames = []
+    for window in stream_windows(len(lq), upscaler.time_factor, N_INPUTS):
+        frames.append(run_tiled(upscaler, lq[list(window.inputs)].unsqueeze(0).float(), window.times, tile,
+                                tile_overlap))
+    return torch.cat(frames)
 
 
 def open_input(path, fps=None, max_frames=None):

@@ -617,7 +617,11 @@ def finish(run):
     run.metrics.plot()
     run.metrics.close()
     best = run.best
-    log.info(f'done: {run.cfg["total_iter"]} iterations; best PSNR-Y {best["value"]:.4f} at iteration '
-             f'{best["iteration"]}')
+    if run.val_set is None:
+        log.info(f'done: {run.cfg["total_iter"]} iterations; no validation set, so no best.pth: '
+                 f'{run.ckpts.folder / "latest.pth"} holds the final weights')
+    else:
+        log.info(f'done: {run.cfg["total_iter"]} iterations; best PSNR-Y {best["value"]:.4f} at iteration '
+                 f'{best["iteration"]}')
     if run.val_set is not None and run.opt['val']['compare_baseline']:
         log.info(compare_with_baseline(run.net, run.val_set, run.protocol, run.device))

@@ -75,11 +75,14 @@ def test_train_kill_resume_test(tmp_path):
     assert (ref_dir / 'checkpoints' / 'ref_window7_iter_6.csv').exists() and first.read_text() == table
 
 
-def test_torchrun_two_processes_match_one(tmp_path):
-    """Batch 2 on one process and 1 + 1 on two: same samples, same summed loss, same weights.
+def test_torchrun_two_processes_and_two_nodes_match_one(tmp_path):
+    """Batch 2 on one process, 1 + 1 on two processes of one node, and 1 + 1 on two "nodes" (two torchrun
+    launches on localhost meeting through the c10d rendezvous, gloo): same samples, same summed loss, same
+    weights. Only global rank 0 logs and writes.
 
-    Stochastic depth is switched off (its random masks are drawn per process) and SGD is used, since
-    Adam's first step is lr * sign(gradient) and would magnify rounding differences of tiny gradients.
+    Stochastic depth is switched off (its random masks are drawn per process, so with it the runs differ)
+    and SGD is used, since Adam's first step is lr * sign(gradient) and would magnify rounding differences
+    of tiny gradients.
     """
     setting = {'total_iter': 3, 'val_every': 100, 'optimizer': {'type': 'SGD', 'lr': 1e-7},
                'scheduler': {'type': 'ConstantLR'}}
@@ -90,15 +93,26 @@ def test_torchrun_two_processes_match_one(tmp_path):
                  str(options(tmp_path, 'two', **setting)), '--set', f'network={net}'])
     assert multi.returncode == 0, multi.stderr[-3000:]
     assert multi.stdout.count('network MSITF') == 1  # only rank 0 logs
-    assert sorted(p.name for p in tmp_path.joinpath('experiments').iterdir()) == ['one', 'two']
-    losses = [[float(r['loss']) for r in csv.DictReader(open(tmp_path / 'experiments' / name / 'metrics.csv'))
-               if r['loss']]
-              for name in ('one', 'two')]
-    assert len(losses[0]) == 3 and losses[0] == pytest.approx(losses[1], rel=1e-5)
+    nodes_options = options(tmp_path, 'nodes', **setting)
+    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
+    nodes = [subprocess.Popen([sys.executable, '-m', 'torch.distributed.run', '--nnodes=2', f'--node_rank={rank}',
+                               '--nproc_per_node=1', '--rdzv_backend=c10d', '--rdzv_endpoint=localhost:29544',
+                               '--rdzv_id=nodes', 'main.py', '-opt', str(nodes_options), '--set', f'network={net}'],
+                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for rank in (0, 1)]
+    outputs = [node.communicate(timeout=300) for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], outputs
+    assert sum(out.count('network MSITF') for out, _ in outputs) == 1
+    assert sorted(p.name for p in tmp_path.joinpath('experiments').iterdir()) == ['nodes', 'one', 'two']
+    losses = {name: [float(r['loss']) for r in csv.DictReader(open(tmp_path / 'experiments' / name / 'metrics.csv'))
+                     if r['loss']] for name in ('one', 'two', 'nodes')}
+    assert len(losses['one']) == 3
     a = weights(tmp_path / 'experiments' / 'one' / 'checkpoints' / 'latest.pth')['weights']
-    b = weights(tmp_path / 'experiments' / 'two' / 'checkpoints' / 'latest.pth')['weights']
-    for key in a:
-        assert torch.allclose(a[key], b[key], rtol=1e-4, atol=1e-7), key
+    for name in ('two', 'nodes'):
+        assert losses['one'] == pytest.approx(losses[name], rel=1e-5), name
+        b = weights(tmp_path / 'experiments' / name / 'checkpoints' / 'latest.pth')['weights']
+        for key in a:
+            assert torch.allclose(a[key], b[key], rtol=1e-4, atol=1e-7), (name, key)
 
 
 def test_non_finite_steps_are_skipped_then_stop_the_run(tmp_path):

@@ -1,0 +1,88 @@
+"""A newcomer's first day: what the README promises works as written (quick start, a run without validation,
+`--set` with plain strings, the thread defaults, the Python API)."""
+import os
+import re
+import shlex
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+from engine.inference import load_network, upscale
+from engine.options import apply_override
+from models import build_network
+from tests.conftest import ROOT, SHARED_DATA
+from tests.support import options, run
+
+
+def test_set_takes_text_that_is_not_yaml_as_a_string():
+    tree = apply_override({}, 'data.train.frame_pattern={:08d}.png')
+    assert tree == {'data': {'train': {'frame_pattern': '{:08d}.png'}}}
+    assert apply_override({}, 'a=[1, 2]') == {'a': [1, 2]}  # YAML still parses as YAML
+
+
+@pytest.mark.parametrize('preset, expected', [(None, 'PASSIVE'), ('ACTIVE', 'ACTIVE')])
+def test_openmp_threads_wait_passively_unless_told_otherwise(preset, expected):
+    env = {k: v for k, v in os.environ.items() if k != 'OMP_WAIT_POLICY'}
+    if preset:
+        env['OMP_WAIT_POLICY'] = preset
+    for script in ('main', 'test'):
+        code = f'import importlib.util, os; s = importlib.util.spec_from_file_location("m", "{script}.py"); ' \
+               'm = importlib.util.module_from_spec(s); s.loader.exec_module(m); print(os.environ["OMP_WAIT_POLICY"])'
+        out = subprocess.run([sys.executable, '-c', code], cwd=ROOT, env=env, capture_output=True, text=True)
+        assert out.stdout.strip() == expected, out.stderr
+
+
+def test_a_run_without_validation_tests_from_its_folder_and_prints_no_inf(tmp_path):
+    path = options(tmp_path, 'noval', total_iter=2, val_every=1)
+    tree = yaml.safe_load(path.read_text())
+    val = tree['data'].pop('val')
+    path.write_text(yaml.safe_dump(tree))
+    proc = run(['main.py', '-opt', str(path)])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    folder = tmp_path / 'experiments' / 'noval'
+    assert 'inf' not in proc.stdout and f'no validation set, so no best.pth: {folder}/checkpoints/latest.pth' \
+        in proc.stdout
+    (tmp_path / 'test.yml').write_text(yaml.safe_dump({'name': 'noval', 'device': 'cpu', 'data': {'test': val}}))
+    tested = run(['test.py', '-opt', str(tmp_path / 'test.yml'), '--checkpoint', str(folder)])
+    assert tested.returncode == 0, tested.stderr[-2000:]
+    assert '| average | 7 |' in tested.stdout and (folder / 'checkpoints' / 'noval_window7_latest_iter2.csv').exists()
+
+
+def test_the_python_api_upscales_a_tensor():
+    net, _ = load_network(network='{type: BicubicBlend}')
+    lq = torch.rand(5, 3, 12, 16)
+    hr = upscale(net, lq)
+    assert hr.shape == (9, 3, 48, 64)
+    with torch.no_grad():
+        expected = torch.cat([build_network({'type': 'BicubicBlend'}).predict(lq[None, 0:4])[0],
+                              build_network({'type': 'BicubicBlend'}).predict(lq[None, 1:5])[0, 5:]])
+    torch.testing.assert_close(hr, expected.clamp(0, 1), rtol=0, atol=1e-6)
+    assert upscale(net, lq, scale=2, time=4).shape == (17, 3, 24, 32)
+
+
+def quick_start_commands():
+    """The commands of the README's quick-start block."""
+    text = (ROOT / 'README.md').read_text()
+    block = re.search(r'<!-- quick start -->\n```bash\n(.*?)```', text, re.S)
+    assert block, 'README.md has no quick-start block'
+    lines = [line.split('#')[0].strip() for line in block.group(1).splitlines() if line.strip().startswith('python')]
+    return [command.strip() for line in lines for command in line.split('&&')]
+
+
+def test_the_quick_start_block_runs_as_written(tmp_path):
+    """Every command of the README's quick-start block, with the iterations cut to 1 and the run folders
+    in a temporary place (the only changes)."""
+    if not (SHARED_DATA / 'vimeo_septuplet').exists():
+        pytest.skip(f'real data not found: {SHARED_DATA} (the shared folder sits beside the repository)')
+    commands = quick_start_commands()
+    assert len([c for c in commands if c.startswith('python main.py')]) >= 6
+    for command in commands:
+        args = shlex.split(command.replace('experiments/', f'{tmp_path}/'))[1:]
+        if args[0] == 'main.py':
+            args += ['--set', 'train.total_iter=1', '--set', 'train.save_every=1', '--set', 'train.val_every=1',
+                     '--set', f'experiments_root={tmp_path}']
+        proc = run(args)
+        assert proc.returncode == 0, (command, proc.stderr[-2000:])
