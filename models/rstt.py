@@ -149,15 +149,21 @@ class WindowAttention3D(nn.Module):
 
 
 def windowed_attention(attn, q, kv, window, shift, mask):
-    """``attn`` over the (shifted) windows of q (b, d1, h, w, c) and kv (b, d2, h, w, c), zero-padded to a
-    multiple of ``window`` and cropped back -> (b, d1, h, w, c). ``mask`` applies when the windows shift."""
+    """``attn`` over the (shifted) windows of q (b, d1, h, w, c) and kv (b, d2, h, w, c; None: q itself),
+    zero-padded to a multiple of ``window`` and cropped back -> (b, d1, h, w, c). ``mask`` applies when the
+    windows shift."""
     b, _, h, w, _ = q.shape
     pad_h, pad_w = (-h) % window[0], (-w) % window[1]
-    q, kv = (F.pad(t, (0, 0, 0, pad_w, 0, pad_h)) for t in (q, kv))
     shifted = any(shift)
-    if shifted:
-        q, kv = (torch.roll(t, shifts=(-shift[0], -shift[1]), dims=(2, 3)) for t in (q, kv))
-    out = attn(frame_windows(q, window), frame_windows(kv, window), window, mask if shifted else None)
+
+    def windows(x):
+        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+        if shifted:
+            x = torch.roll(x, shifts=(-shift[0], -shift[1]), dims=(2, 3))
+        return frame_windows(x, window)
+
+    q_windows = windows(q)
+    out = attn(q_windows, q_windows if kv is None else windows(kv), window, mask if shifted else None)
     out = frame_windows_reverse(out, window, b, h + pad_h, w + pad_w)
     if shifted:
         out = torch.roll(out, shifts=shift, dims=(2, 3))
@@ -179,8 +185,7 @@ class EncoderBlock(nn.Module):
 
     def forward(self, x, mask):
         window, shift = window_and_shift(x.shape[2:4], self.window_size, self.shift_size)
-        y = self.norm1(x)
-        x = x + self.drop_path(windowed_attention(self.attn, y, y, window, shift, mask))
+        x = x + self.drop_path(windowed_attention(self.attn, self.norm1(x), None, window, shift, mask))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
@@ -204,8 +209,7 @@ class DecoderBlock(nn.Module):
 
     def forward(self, x, kv, mask_q, mask_qkv):
         window, shift = window_and_shift(x.shape[2:4], self.window_size, self.shift_size)
-        y = self.norm1(x)
-        x = x + self.drop_path(windowed_attention(self.attn1, y, y, window, shift, mask_q))
+        x = x + self.drop_path(windowed_attention(self.attn1, self.norm1(x), None, window, shift, mask_q))
         x = x + self.drop_path(windowed_attention(self.attn2, self.norm2(x), self.norm_kv(kv), window, shift,
                                                   mask_qkv))
         return x + self.drop_path(self.mlp(self.norm3(x)))
