@@ -74,7 +74,7 @@ def run_test(opt):
         result = evaluate(net, dataset, protocol, device, amp=amp, save_dir=save_dir)
     except NonFiniteOutput as e:
         raise CheckpointError(f'{ckpt or spec["type"]}: {e}; its weights are unusable (diverged training?)') from None
-    title = (f'{opt["name"]}: {spec["type"]} on {opt["data"]["test"]["type"]} ({len(dataset)} clips) | protocol '
+    title = (f'{opt["name"]}: {spec["type"]} on {opt["data"]["test"]["type"]} ({protocol.clips(dataset)} clips) | protocol '
              f'{protocol.describe()} | {dataset.description} | {result["frames"]} frames scored | '
              f'crop {protocol.crop_border} | {ckpt or "no checkpoint"}')
     log.info(format_table(result['clips'] + [result['average']], title))

@@ -302,7 +302,9 @@ def run(fn, kwargs, timeout, isolate):
 def benchmark_network(name, args):
     spec, note = network_spec(name, args.config)
     row = {'network': name, 'config': args.config, 'spec': spec, 'params': None, 'flops': None,
-           'official_cpu_fwd_s': OFFICIAL_CPU_FORWARD_S.get(name), 'forward': {}, 'notes': [note] if note else []}
+           # the official times are of the official (full-size) configurations: none beside a tiny row
+           'official_cpu_fwd_s': OFFICIAL_CPU_FORWARD_S.get(name) if args.config == 'official' else None,
+           'forward': {}, 'notes': [note] if note else []}
     common = {'device': args.device, 'threads': args.threads, 'warmup': max(1, args.warmup), 'repeat': args.repeat,
               'perf': performance_options(args.amp, args.channels_last, args.compile)}
     for i, size in enumerate(args.sizes):
@@ -405,7 +407,8 @@ def main(argv=None):
     parser.add_argument('--channels-last', action='store_true', help='performance.channels_last')
     parser.add_argument('--compile', choices=['off', 'default', 'reduce-overhead', 'max-autotune'], default='off',
                         help='performance.compile (also turns cudnn.benchmark on); use --warmup 2 or more')
-    parser.add_argument('--json', type=Path, help='default benchmarks/results/networks_<device>[_tiny].json')
+    parser.add_argument('--json', type=Path, help='default experiments/benchmarks/networks_<device>[_tiny].json '
+                        '(untracked; the committed tables in benchmarks/results/ are written only when named)')
     args = parser.parse_args(argv)
     known = [*NETWORKS, *network_configs()]
     unknown = [n for n in args.networks if n not in known]
@@ -418,7 +421,7 @@ def main(argv=None):
     for size in args.sizes:
         parse_size(size)
     suffix = '_tiny' if args.config == 'tiny' else ''
-    json_path = args.json or ROOT / 'benchmarks' / 'results' / f'networks_{args.device}{suffix}.json'
+    json_path = args.json or ROOT / 'experiments' / 'benchmarks' / f'networks_{args.device}{suffix}.json'
 
     report = {'machine': machine_info(args.device, args.threads),
               'settings': {k: v for k, v in vars(args).items() if k not in ('json', 'networks')},

@@ -41,9 +41,11 @@ def score_frame(pred, gt, max_value, crop_border=0):
 
 
 @torch.no_grad()
-def evaluate(net, dataset, protocol, device, amp=None, save_dir=None, progress=True):
+def evaluate(net, dataset, protocol, device, amp=None, save_dir=None, progress=True, keep=0):
     """Score ``net`` on the clips of ``dataset`` under ``protocol`` (a ``data.protocols.Protocol``); ``amp``:
-    an autocast dtype (``performance.amp``); ``save_dir``: write the scored frames there.
+    an autocast dtype (``performance.amp``); ``save_dir``: write the scored frames there; ``keep``: return
+    the middle scored frame of the first ``keep`` clips as ``result['kept']``, (name, output, GT) float RGB
+    in [0, 1] (TensorBoard shows them).
 
     Every window goes through ``net.render`` at the window's instants and the GT's size, so any-factor
     networks are scored at any space scale (the dataset's degradation) and time factor, and fixed ones at
@@ -56,11 +58,12 @@ def evaluate(net, dataset, protocol, device, amp=None, save_dir=None, progress=T
         net.check_factors(time_factor=protocol.time_factor)
     except ValueError as e:
         raise OptionsError(f'protocol {protocol.describe()}: {e}') from None
-    rows, start = [], time.time()
+    rows, kept, start = [], [], time.time()
     for i in bar(range(protocol.clips(dataset)), enabled=progress, desc=f'eval {protocol.name}', leave=False):
         clip = dataset[i]
         frames = {}
-        for window in protocol.windows(clip):
+        windows = protocol.windows(clip)
+        for window in windows:
             lq = torch.from_numpy(np.ascontiguousarray(clip['lq'][list(window.inputs)])).permute(0, 3, 1, 2)
             try:
                 with autocast(device, amp):
@@ -84,12 +87,17 @@ def evaluate(net, dataset, protocol, device, amp=None, save_dir=None, progress=T
                     name = Path(clip['frame_names'][index]).stem + '.png'
                     image = np.round(out[pos] * clip['max_value']).astype(clip['gt'].dtype)
                     write_image(Path(save_dir) / clip['name'] / name, image)
+            if len(kept) < keep and window is windows[len(windows) // 2]:
+                index = window.outputs[window.scored[len(window.scored) // 2]]
+                name = f'{clip["name"]}/{Path(clip["frame_names"][index]).stem}'
+                kept.append((name, out[window.outputs.index(index)], clip['gt'][index] / clip['max_value']))
         row = {'clip': clip['name'], 'frames': len(frames)}
         row.update({m: float(np.mean([f[m] for f in frames.values()])) for m in METRICS})
         rows.append(row)
     average = {'clip': 'average', 'frames': sum(r['frames'] for r in rows)}
     average.update({m: float(np.mean([r[m] for r in rows])) for m in METRICS})
-    return {'clips': rows, 'average': average, 'frames': average['frames'], 'seconds': time.time() - start}
+    return {'clips': rows, 'average': average, 'frames': average['frames'], 'seconds': time.time() - start,
+            'kept': kept}
 
 
 def format_table(rows, title='', first='clip'):
@@ -127,7 +135,7 @@ def compare_with_baseline(net, dataset, protocol, device):
     first = dataset[0]
     baseline = BicubicBlend(first['gt'].shape[1] // first['lq'].shape[1]).to(device)
     rows = [{**evaluate(model, dataset, protocol, device, progress=False)['average'], 'method': name}
-            for name, model in ((type(net).__name__, net), ('BicubicBlend', baseline))]
+            for name, model in ((net.label, net), ('BicubicBlend', baseline))]
     title = (f'validation ({protocol.describe()}, {protocol.clips(dataset)} clips): network vs bicubic+blend '
              'baseline')
     return format_table(rows, title, first='method')

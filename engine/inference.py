@@ -234,7 +234,7 @@ class Upscaler:
                 raise OptionsError(f'--{flag}: {e}') from None
         self.scale = float(net.scale if scale is None else scale)
         self.time_factor = Fraction(2 if time_factor is None else time_factor).limit_denominator(1000)
-        self.name = type(net).__name__
+        self.name = net.label
 
     def output_size(self, h, w):
         return round(self.scale * h), round(self.scale * w)

@@ -5,6 +5,7 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 LOGGER_NAME = 'stvsr'
@@ -97,6 +98,13 @@ class MetricsLog:
             for key, value in values.items():
                 self.tb.add_scalar(key if key in ('lr', 'loss', 'data_time', 'iter_time', 'offset') else f'val/{key}',
                                    value, it)
+
+    def add_images(self, it, frames):
+        """Validation frames (name, output, GT), float RGB (H, W, 3) in [0, 1], to TensorBoard, side by side."""
+        if self.tb is None:
+            return
+        for name, pred, gt in frames:
+            self.tb.add_image(f'val/{name}', np.concatenate((pred, gt), axis=1).clip(0, 1), it, dataformats='HWC')
 
     def plot(self):
         """Redraw curves.png: training loss and validation PSNR-Y against iteration."""

@@ -44,6 +44,14 @@ class CosineAnnealingRestart:
         self.base_lr, self.periods, self.weights, self.eta_min = base_lr, list(periods), list(restart_weights), eta_min
         self.ends = [sum(self.periods[:i + 1]) for i in range(len(self.periods))]
 
+    def mismatch(self, total_iter):
+        """Why the schedule does not fit a run of ``total_iter`` iterations, or None."""
+        if self.ends[-1] != total_iter:
+            return (f'its periods add up to {self.ends[-1]} iterations, the run has {total_iter}: the learning rate '
+                    + ('stays at eta_min after' if self.ends[-1] < total_iter else 'never reaches eta_min before')
+                    + ' the end')
+        return None
+
     def __call__(self, it):
         i = bisect.bisect_right(self.ends, it)
         if i == len(self.periods):
@@ -64,6 +72,10 @@ class MultiStepLR:
             raise ValueError(f'gamma must be a number > 0, got {gamma!r}')
         self.milestones, self.gamma = sorted(milestones), gamma
 
+    def mismatch(self, total_iter):
+        late = [m for m in self.milestones if m >= total_iter]
+        return f'milestones {late} lie at or past the run\'s {total_iter} iterations' if late else None
+
     def __call__(self, it):
         return self.gamma ** bisect.bisect_right(self.milestones, it)
 
@@ -74,6 +86,9 @@ class ConstantLR:
 
     def __init__(self, base_lr):
         pass
+
+    def mismatch(self, total_iter):
+        return None
 
     def __call__(self, it):
         return 1.0
@@ -96,3 +111,8 @@ def build_scheduler(optimizer, spec, warmup_iter=0):
         return warm * schedule(it)
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def schedule_mismatch(spec, total_iter):
+    """Why the schedule ``spec`` does not fit a run of ``total_iter`` iterations (a warning), or None."""
+    return SCHEDULERS.build(spec, base_lr=1.0).mismatch(total_iter)

@@ -14,6 +14,7 @@ import os
 import random
 import shutil
 import signal
+import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +48,7 @@ from .cli import one_line
 from .dist import barrier, broadcast_object, mean_over_ranks, resolve_device
 from .evaluation import NonFiniteOutput, compare_with_baseline, evaluate
 from .logger import MetricsLog, close_log_file, format_eta, progress, setup_logging
-from .optim import build_optimizer, build_scheduler
+from .optim import build_optimizer, build_scheduler, schedule_mismatch
 from .options import build_option, dump_options
 from .performance import autocast, check_amp, grad_scaler, maybe_compile, prepare_network
 
@@ -131,10 +132,10 @@ def configure_network_loss(net, options):
                if isinstance(p.default, (bool, int, float, str))]
     for key in options:
         if key not in allowed:
-            raise OptionsError(f'train.network_loss.{key}: not an argument of {type(net).__name__}\'s training '
+            raise OptionsError(f'train.network_loss.{key}: not an argument of {net.label}\'s training '
                                f'loss; allowed: {", ".join(allowed) or "none (the network uses train.loss)"}')
     build_option(lambda spec: net.configure_loss(**{k: v for k, v in spec.items() if k != 'type'}),
-                 {'type': type(net).__name__, **options}, 'train.network_loss')
+                 {'type': net.label, **options}, 'train.network_loss')
 
 
 class RunLock:
@@ -214,22 +215,27 @@ def changed_options(old, new, prefix=''):
 
 
 class StepTimer:
-    """Data and step seconds per iteration since the last log line, and the ETA from them."""
+    """Data and step seconds per iteration since the last log line, and the ETA from them (the median
+    iteration, so that the first iterations' warm-up, a validation or a save does not swing it)."""
 
     def __init__(self):
+        self.durations = []
         self.reset()
 
     def reset(self):
-        self.start = self.mark = time.time()
-        self.data = self.step = 0.0
+        self.mark = time.time()
+        self.data = self.step = self.waited = 0.0
         self.count = 0
+        self.durations = self.durations[-200:]  # the latest iterations
 
     def data_ready(self):
         now = time.time()
-        self.data, self.mark = self.data + now - self.mark, now
+        self.waited = now - self.mark
+        self.data, self.mark = self.data + self.waited, now
 
     def step_done(self):
         now = time.time()
+        self.durations.append(self.waited + now - self.mark)
         self.step, self.mark, self.count = self.step + now - self.mark, now, self.count + 1
 
     def resume(self):
@@ -237,7 +243,7 @@ class StepTimer:
         self.mark = time.time()
 
     def eta(self, remaining):
-        return format_eta((time.time() - self.start) / max(self.count, 1) * remaining)
+        return format_eta(statistics.median(self.durations) * remaining if self.durations else 0)
 
 
 @dataclass
@@ -343,6 +349,9 @@ def build_run(opt, dist):
                 log.warning(f'removed {name}, a checkpoint write that an earlier process did not finish')
         if init_note:
             log.info(init_note)
+        mismatch = schedule_mismatch(cfg['scheduler'], cfg['total_iter'])
+        if mismatch:
+            log.warning(f'train.scheduler ({cfg["scheduler"]["type"]}): {mismatch}')
         resume_run(run)
         if dist.is_main:
             record_options(run)
@@ -515,7 +524,8 @@ def log_progress(run, it, losses, loss, timer):
 def validate(run, it):
     """Score the validation clips (rank 0 only); returns whether this is the best validation so far."""
     try:
-        result = evaluate(run.net, run.val_set, run.protocol, run.device, amp=run.amp, progress=False)
+        result = evaluate(run.net, run.val_set, run.protocol, run.device, amp=run.amp, progress=False,
+                          keep=3 if run.cfg['tensorboard'] else 0)
     except NonFiniteOutput as e:
         raise TrainingError(f'validation at iteration {it}: {e}; {newest_checkpoint(run)} with a lower '
                             'train.optimizer.lr or train.grad_clip set') from None
@@ -528,6 +538,7 @@ def validate(run, it):
              f'PSNR-RGB {avg["psnr_rgb"]:.4f} SSIM-RGB {avg["ssim_rgb"]:.4f} | '
              f'best {best["value"]:.4f} @ {best["iteration"]}')
     run.metrics.add(it, **{k: avg[k] for k in ('psnr_y', 'ssim_y', 'psnr_rgb', 'ssim_rgb')})
+    run.metrics.add_images(it, result['kept'])
     run.metrics.plot()
     run.model.train()
     return is_best

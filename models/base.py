@@ -37,9 +37,15 @@ class VideoNetwork(nn.Module):
 
     scale = 4
     size_multiple = 1
+    registered_name = ''  # set by the registry
     any_time = False
     any_scale = False
     own_loss = False
+
+    @property
+    def label(self):
+        """The registry name (what options, tables and messages call the network)."""
+        return self.registered_name or type(self).__name__
 
     def predict(self, lq, extras=None):
         return self(lq)
@@ -57,7 +63,7 @@ class VideoNetwork(nn.Module):
 
     def check_factors(self, scale=None, time_factor=None):
         """None means the network's own factor (``scale``, and 2 in time)."""
-        name = type(self).__name__
+        name = self.label
         for what, value in (('scale', scale), ('time factor', time_factor)):
             if value is not None and not float(value) > 0:
                 raise ValueError(f'{what} must be > 0, got {value:g}')
@@ -76,12 +82,12 @@ class VideoNetwork(nn.Module):
         n, h, w = lq.shape[1], lq.shape[-2], lq.shape[-1]
         own = (round(self.scale * h), round(self.scale * w))
         if size is not None and tuple(size) != own:
-            raise ValueError(f'{type(self).__name__} makes {own[1]}x{own[0]} frames from {w}x{h} (x{self.scale:g}), '
+            raise ValueError(f'{self.label} makes {own[1]}x{own[0]} frames from {w}x{h} (x{self.scale:g}), '
                              f'not {size[1]}x{size[0]}; other sizes need a network with any_scale')
         positions = list(range(2 * n - 1)) if times is None else [2 * tau for tau in times]
         bad = [p / 2 for p in positions if p != int(p) or not 0 <= p <= 2 * n - 2]
         if bad:
-            raise ValueError(f'{type(self).__name__} makes the instants 0, 1/2, ..., {n - 1} of {n} input frames, '
+            raise ValueError(f'{self.label} makes the instants 0, 1/2, ..., {n - 1} of {n} input frames, '
                              f'not {bad[0]:g}; other instants need a network with any_time')
         out = self.predict(lq)
         return out if times is None else out[:, [int(p) for p in positions]]

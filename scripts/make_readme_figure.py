@@ -1,6 +1,7 @@
 """Before/after picture for the README: the same crop, bicubic next to the network (and the ground truth).
 
-    python scripts/make_readme_figure.py          # the demo checkpoint on demo:carphone -> docs/demo_before_after.png
+    python scripts/make_readme_figure.py          # the demo checkpoint on demo:carphone -> experiments/figures/
+    python scripts/make_readme_figure.py --output docs/demo_before_after.png      # the README's figure
     python scripts/make_readme_figure.py --checkpoint run/checkpoints/best.pth --clip Vid4/GT/calendar \\
         --frame 3 --crop 200 150 160 --output docs/calendar.png
 
@@ -150,7 +151,8 @@ def main(argv=None):
                         help='square crop in output pixels (default: centred, up to 192)')
     parser.add_argument('--zoom', type=int, default=2, help='pixel repetition of each panel (2)')
     parser.add_argument('--device', default='auto', help='auto | cpu | cuda')
-    parser.add_argument('--output', default=str(ROOT / 'docs' / 'demo_before_after.png'), help='PNG to write')
+    parser.add_argument('--output', default=str(ROOT / 'experiments' / 'figures' / 'demo_before_after.png'),
+                        help='PNG to write (default under experiments/, which git ignores)')
     args = parser.parse_args(argv)
     if args.checkpoint is None and args.network is None:
         args.checkpoint = str(ROOT / 'experiments' / 'demo' / 'checkpoints' / 'best.pth')

@@ -86,3 +86,41 @@ def test_the_quick_start_block_runs_as_written(tmp_path):
                      '--set', f'experiments_root={tmp_path}']
         proc = run(args)
         assert proc.returncode == 0, (command, proc.stderr[-2000:])
+
+
+def test_tables_and_messages_say_the_registered_name():
+    from data.protocols import Protocol
+    from engine.evaluation import compare_with_baseline
+    from tests.support import CONFIGS
+    torch.manual_seed(0)
+    net = build_network(CONFIGS['mstt']['tiny'])
+    assert type(net).__name__ == 'MSTTr' and net.label == 'MSTT'
+    rng = torch.Generator().manual_seed(0)
+    gt = (torch.rand(7, 64, 64, 3, generator=rng) * 255).to(torch.uint8).numpy()
+    clip = {'name': 'c', 'gt': gt, 'lq': torch.rand(7, 16, 16, 3, generator=rng).numpy(), 'max_value': 255,
+            'frame_names': [f'{i}.png' for i in range(7)]}
+    table = compare_with_baseline(net, [clip, clip], Protocol('window7', 4, 2, 0, 1), 'cpu')
+    assert 'window7, 1 clips' in table and '| MSTT |' in table and 'MSTTr' not in table
+    with pytest.raises(ValueError, match='^MSTT upscales x4'):
+        net.check_factors(scale=3)
+
+
+def test_eta_is_not_swung_by_a_slow_first_iteration(monkeypatch):
+    from engine.training import StepTimer
+    clock = iter([0.0, 0.0, 10.0] + [10.0 + 0.5 * i for i in range(1, 40)])
+    monkeypatch.setattr('engine.training.time.time', lambda: next(clock))
+    timer = StepTimer()
+    for _ in range(10):
+        timer.data_ready()
+        timer.step_done()
+    assert timer.eta(100) == '00:01:40'  # 100 iterations at the median 1 s, not at the mean 1.9 s (03:10)
+
+
+def test_tensorboard_gets_validation_frames_and_a_short_schedule_is_warned(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    path = options(tmp_path, 'tb', total_iter=2, val_every=2, tensorboard=True)  # periods [6] for 2 iterations
+    proc = run(['main.py', '-opt', str(path)])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert 'train.scheduler (CosineAnnealingRestart): its periods add up to 6 iterations, the run has 2' in proc.stdout
+    events = EventAccumulator(str(tmp_path / 'experiments' / 'tb' / 'tb')).Reload()
+    assert events.Tags()['images'] == ['val/carphone/00000003'] and 'val/psnr_y' in events.Tags()['scalars']

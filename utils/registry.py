@@ -13,6 +13,7 @@ class Registry(dict):
             if key in self:
                 raise KeyError(f'{self.kind} {key!r} is registered twice')
             self[key] = obj
+            obj.registered_name = key  # what tables and messages call it (MSTT, not its class MSTTr)
             return obj
         return decorator
 
