@@ -198,6 +198,8 @@ def paired_crop(gt, lq_size, scale, rng=random, lq=None, degradation=None, key='
     gives the same pixels as degrading the whole frame and cropping, at a fraction of the cost.
     ``lq_size`` None or 0 keeps whole frames. Returns ``(lq, gt)`` integer arrays.
     """
+    if lq_size is not None and (isinstance(lq_size, bool) or not isinstance(lq_size, int) or lq_size < 0):
+        raise ValueError(f'lq_size must be a positive number of LR pixels (0 or null: whole frames), got {lq_size!r}')
     h, w = gt.shape[1] // scale, gt.shape[2] // scale
     if not lq_size:
         y, x, size_h, size_w = 0, 0, h, w

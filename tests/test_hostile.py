@@ -307,6 +307,8 @@ def test_16_mismatches_and_odd_values_are_one_line(tmp_path):
     one_line_error(proc, 'data.train: samples are 16x16 LR for 48x48 GT, but the network upscales x4')
     proc = run(['main.py', '-opt', str(options(tmp_path, 'nf0')), '--set', 'network.nf=0'])
     one_line_error(proc, 'network (MSITF): a deformable conv needs channels >= 1', '0 in, 0 out')
+    proc = run(['main.py', '-opt', str(options(tmp_path, 'negative')), '--set', 'data.train.lq_size=-4'])
+    one_line_error(proc, 'data.train: lq_size must be a positive number of LR pixels')
     proc = run(['main.py', '-opt', str(options(tmp_path, 'long')), '--set', 'name=' + 'n' * 300])
     one_line_error(proc, 'name: must be at most 200 bytes')
     ckpt = tmp_path / 'noconfig.pth'
