@@ -13,14 +13,25 @@ With --input, upscale a clip without ground truth instead (x4 in space, x2 in ti
     python test.py -opt options/test/stdan_vid4_bix4.yml --weights STDAN_20220306.pth   # published weights
 """
 import os
+import signal
+import sys
 
 # Before torch loads OpenMP: waiting threads sleep instead of spinning, so that a machine shared with other
 # jobs slows a run by the CPU share it loses, not tens of times (README, "Threads on a shared machine").
 os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 
+
+def stopped_while_starting(signum, frame):
+    """Ctrl-C or SIGTERM while the libraries load (seconds): one line, nothing written yet."""
+    print(f'stopped: {signal.Signals(signum).name} while starting; nothing was written', file=sys.stderr)
+    sys.exit(128 + signum)
+
+
+if __name__ == '__main__':
+    signal.signal(signal.SIGINT, stopped_while_starting)
+    signal.signal(signal.SIGTERM, stopped_while_starting)
+
 import argparse  # noqa: E402
-import os  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 

@@ -89,6 +89,9 @@ def main(argv=None):
     parser.add_argument('--workers', type=int, default=2, help='processes (default 2; 0 = none)')
     args = parser.parse_args(argv)
 
+    src, dst = args.src.resolve(), args.dst.resolve()
+    if dst == src or src in dst.parents or dst in src.parents:
+        raise DataError(f'{args.dst}: is the GT root {args.src}, lies inside it or holds it; give an LR root beside it')
     options = {'rounding': args.rounding, 'preset': args.preset, 'sigma': args.sigma,
                'kernel_size': args.kernel_size, 'padding': args.padding, 'offset': args.offset}
     degradation = {'type': args.type, 'scale': args.scale, **{k: v for k, v in options.items() if v is not None}}

@@ -17,11 +17,12 @@ def one_line(error):
 
 
 def raise_on_sigterm():
-    """SIGTERM raises :class:`Interrupted` (as Ctrl-C raises KeyboardInterrupt), so that cleanup runs:
-    temporary outputs are removed instead of left behind by a silent kill."""
+    """SIGTERM raises :class:`Interrupted` and Ctrl-C KeyboardInterrupt (Python's own handler), so that
+    cleanup runs: temporary outputs are removed instead of left behind by a silent kill."""
     def handler(signum, frame):
         raise Interrupted(signum, 'stopped by SIGTERM; nothing was written')
     signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def run(main, argv=None):

@@ -323,8 +323,10 @@ def choose_tile(upscaler, lq_size, budget_gb, meter, out_frames=None):
         return None
     side = int(math.sqrt(fits)) // TILE_ALIGN * TILE_ALIGN
     if side < 2 * TILE_ALIGN:
+        free = (f'{budget / 2 ** 20:.0f} MB are free' if budget > 0 else
+                f'the process already uses {meter.current() / 2 ** 30:.2f} GB')
         raise OptionsError(f'--max-memory {budget_gb:g}: too small for this network (a 64x64 LR tile needs '
-                           f'{safety * peaks[1] / 2 ** 20:.0f} MB, {budget / 2 ** 20:.0f} MB are free)')
+                           f'{safety * peaks[1] / 2 ** 20:.0f} MB, {free})')
     th = min(h, side)
     return th, min(w, int(fits / th) // TILE_ALIGN * TILE_ALIGN)
 

@@ -394,18 +394,19 @@ def check_data(net, samples, val_set, protocol, seed):
         raise e if isinstance(e, DataError) else OptionsError(f'data.train: {e}') from None
     finally:
         set_rng_state(state)
-    if 'coord' not in sample and not net.any_scale:
-        lq, gt = sample['lq'].shape[-2:], sample['gt'].shape[-2:]
-        if tuple(gt) != (lq[0] * net.scale, lq[1] * net.scale):
-            raise OptionsError(f'data.train: samples are {lq[1]}x{lq[0]} LR for {gt[1]}x{gt[0]} GT, but the network '
-                               f'upscales x{net.scale:g}; set the degradation scale to {net.scale:g}')
+    if 'coord' not in sample:
+        check_scale(net, sample['lq'].shape[-2:], sample['gt'].shape[-2:], 'data.train: samples are')
     if val_set is not None:
         clip = val_set[0]
         protocol.windows(clip)
-        lq, gt = clip['lq'].shape[1:3], clip['gt'].shape[1:3]
-        if not net.any_scale and tuple(gt) != (lq[0] * net.scale, lq[1] * net.scale):
-            raise OptionsError(f'data.val: clip {clip["name"]} is {lq[1]}x{lq[0]} LR for {gt[1]}x{gt[0]} GT, but the '
-                               f'network upscales x{net.scale:g}; set the degradation scale to {net.scale:g}')
+        check_scale(net, clip['lq'].shape[1:3], clip['gt'].shape[1:3], f'data.val: clip {clip["name"]} is')
+
+
+def check_scale(net, lq, gt, what):
+    """OptionsError unless GT frames of ``gt`` (h, w) are ``net.scale`` times LR frames of ``lq``."""
+    if not net.any_scale and tuple(gt) != (lq[0] * net.scale, lq[1] * net.scale):
+        raise OptionsError(f'{what} {lq[1]}x{lq[0]} LR for {gt[1]}x{gt[0]} GT, but the network upscales '
+                           f'x{net.scale:g}; set the degradation scale to {net.scale:g}')
 
 
 def resume_run(run):

@@ -69,6 +69,15 @@ def test_1_output_that_is_the_input_or_inside_it_is_refused(tmp_path):
     assert tree_of(tmp_path) == before
 
 
+def test_1_lr_frames_are_never_written_into_their_ground_truth(tmp_path):
+    clip = frames_folder(tmp_path / 'gt' / 'clip')
+    before = tree_of(tmp_path)
+    for dst in (tmp_path / 'gt', tmp_path / 'gt' / 'lr', tmp_path):
+        proc = run(['data_scripts/generate_lr.py', str(tmp_path / 'gt'), str(dst)])
+        one_line_error(proc, 'is the GT root', 'lies inside it or holds it')
+    assert tree_of(tmp_path) == before and clip.exists()
+
+
 def test_2_a_second_trainer_on_a_run_folder_stops_naming_the_holder(tmp_path):
     """The lock is the kernel's: held while its process lives, gone the moment it dies, even by kill -9."""
     folder = tmp_path / 'experiments' / 'run'
