@@ -143,18 +143,20 @@ def test_jilin_use_input4_auto(tmp_path):
 def test_a_bi_tree_without_rounding_in_its_manifest_reads_as_per_pass(tmp_path):
     """LR trees written before the rounding option have manifests without it; their code rounded per pass."""
     old = {k: v for k, v in manifest({'type': 'BI'}).items() if k not in ('rounding', 'preset')}
-    (tmp_path / MANIFEST_NAME).write_text(json.dumps(old))
+    lr = tmp_path / 'lr'
+    lr.mkdir()
+    (lr / MANIFEST_NAME).write_text(json.dumps(old))
     with pytest.warns(UserWarning, match=r"rounding='per_pass' \(config: 'once'\)"):
-        check_manifest(tmp_path, {'type': 'BI'})
+        check_manifest(lr, {'type': 'BI'})
     import warnings
     with warnings.catch_warnings():
         warnings.simplefilter('error')
-        check_manifest(tmp_path, {'type': 'BI', 'rounding': 'per_pass'})
+        check_manifest(lr, {'type': 'BI', 'rounding': 'per_pass'})
     generate_lr = load_script('data_scripts/generate_lr.py', 'generate_lr')
     gt = tmp_path / 'gt'
     write_image(gt / 'clip' / 'f1.png', np.zeros((8, 8, 3), np.uint8))
     with pytest.raises(DataError, match=r"already holds LR frames made with rounding='per_pass' \(config: 'once'\)"):
-        generate_lr.main([str(gt), str(tmp_path), '--workers', '0'])
+        generate_lr.main([str(gt), str(lr), '--workers', '0'])
     assert generate_lr.main([str(gt), str(tmp_path / 'new'), '--workers', '0', '--type', 'BD', '--preset',
                              'basicvsr']) == 0
     written = json.loads((tmp_path / 'new' / MANIFEST_NAME).read_text())
