@@ -260,7 +260,8 @@ class VideoSeptuplets(Dataset):
         degradation: ``{type: BI|BD|PIL, scale, sigma}`` (None: BI x4).
         n_inputs: LR frames per sample; GT frames = 2 * n_inputs - 1.
         lq_size: LR crop side (GT crop = lq_size * scale); None or 0 keeps whole frames.
-        use_flip, use_rot, use_time_reverse: augmentation, identical for LR and GT (``transforms.augment``).
+        use_flip, use_rot, use_time_reverse, use_vflip: augmentation, identical for LR and GT
+            (``transforms.augment``; use_flip with use_vflip and without use_rot is the official STARnet/MSTT set).
         window_step: frames between the starts of consecutive samples (1 = every start).
         max_frames, frame_stride, max_side: decoding options (module docstring).
 
@@ -268,7 +269,8 @@ class VideoSeptuplets(Dataset):
     """
 
     def __init__(self, paths, degradation=None, n_inputs=4, lq_size=32, use_flip=False, use_rot=False,
-                 use_time_reverse=False, window_step=1, max_frames=None, frame_stride=1, max_side=None):
+                 use_time_reverse=False, window_step=1, max_frames=None, frame_stride=1, max_side=None,
+                 use_vflip=False):
         paths = _as_list(paths)
         names = _clip_names(paths)
         self.degradation = parse_degradation(degradation)
@@ -277,7 +279,7 @@ class VideoSeptuplets(Dataset):
             raise ValueError(f'window_step must be >= 1, got {window_step}')
         self.length = 2 * n_inputs - 1
         self.options = {'lq_size': lq_size, 'use_flip': use_flip, 'use_rot': use_rot,
-                        'use_time_reverse': use_time_reverse}
+                        'use_time_reverse': use_time_reverse, 'use_vflip': use_vflip}
         self.videos = []
         self.windows = []
         for path, name in zip(paths, names):

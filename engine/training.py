@@ -314,7 +314,7 @@ def build_run(opt, dist):
     protocol = Protocol.from_options(opt['val'])
     samples = SeededSamples(train_set, net.extra_inputs())
     check_data(net, samples, val_set, protocol, opt['seed'])
-    criterion = LOSSES.build(cfg['loss'])
+    criterion = build_option(LOSSES.build, cfg['loss'], 'train.loss')
     configure_network_loss(net, cfg['network_loss'])
     optimizer = build_option(lambda spec: build_optimizer(params, spec), cfg['optimizer'], 'train.optimizer')
     scheduler = build_option(lambda spec: build_scheduler(optimizer, spec, cfg['warmup_iter']), cfg['scheduler'],

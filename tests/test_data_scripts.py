@@ -46,9 +46,17 @@ def test_help(name, capsys):
     assert exit_.value.code == 0 and 'usage:' in capsys.readouterr().out
 
 
+def run_script(name, *args):
+    """The script in a process of its own: its worker pool then forks a process without this test process's
+    torch and OpenCV threads, as it does for a user (forking those can hang the children)."""
+    return subprocess.run([sys.executable, f'data_scripts/{name}.py', *map(str, args)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+
+
 def test_generate_lr_then_load_it(vimeo, tmp_path, capsys):
     lr = tmp_path / 'lr'
-    assert script('generate_lr').main([str(vimeo), str(lr), '--type', 'BD', '--workers', '2']) == 0
+    proc = run_script('generate_lr', vimeo, lr, '--type', 'BD', '--workers', '2')
+    assert proc.returncode == 0, proc.stderr
     assert json.loads((lr / MANIFEST_NAME).read_text())['degradation'] == 'BD'
     made = read_image(lr / 'sequences/00001/0002/im3.png')
     assert made.shape == (8, 12, 3)
@@ -111,8 +119,9 @@ def test_make_lists(vimeo, tmp_path):
     assert read_list(tmp_path / 'all.txt') == ['00001/0001', '00001/0002']
     (tmp_path / 'official.txt').write_text('00001/0002\n00001/0009\n00001/0001\n')
     (vimeo / 'sequences/00001/0001/im7.png').unlink()
-    make([str(vimeo / 'sequences'), str(tmp_path / 'kept.txt'), '--filter', str(tmp_path / 'official.txt'),
-          '--min-frames', '7'])
+    proc = run_script('make_lists', vimeo / 'sequences', tmp_path / 'kept.txt', '--filter', tmp_path / 'official.txt',
+                      '--min-frames', '7')
+    assert proc.returncode == 0, proc.stderr
     assert read_list(tmp_path / 'kept.txt') == ['00001/0002']
 
 
@@ -122,12 +131,13 @@ def test_video_to_frames_and_back(tmp_path):
     for frame in frames:
         writer.write(frame)
     writer.release()
-    assert script('video_to_frames').main([str(tmp_path / 'in.avi'), str(tmp_path / 'frames'),
-                                           '--max-frames', '4']) == 0
+    proc = run_script('video_to_frames', tmp_path / 'in.avi', tmp_path / 'frames', '--max-frames', '4')
+    assert proc.returncode == 0, proc.stderr
     written = sorted(p.name for p in (tmp_path / 'frames').iterdir())
     assert written == ['00000000.png', '00000001.png', '00000002.png', '00000003.png']
     assert abs(int(read_image(tmp_path / 'frames/00000003.png').mean()) - 75) <= 3
-    assert script('frames_to_video').main([str(tmp_path / 'frames'), str(tmp_path / 'out.mp4')]) == 0
+    proc = run_script('frames_to_video', tmp_path / 'frames', tmp_path / 'out.mp4')
+    assert proc.returncode == 0, proc.stderr
     capture = cv2.VideoCapture(str(tmp_path / 'out.mp4'))
     assert capture.get(cv2.CAP_PROP_FRAME_COUNT) == 4 and capture.get(cv2.CAP_PROP_FRAME_WIDTH) == 40
 
@@ -136,5 +146,5 @@ def test_frames_to_video_mismatched_size_names_the_frame(tmp_path):
     for i, w in enumerate([16, 16, 20]):
         write_image(tmp_path / 'f' / f'{i}.png', np.zeros((16, w, 3), np.uint8))
     with pytest.raises(DataError, match=f'{tmp_path / "f" / "2.png"}: frame is 20x16'):
-        script('frames_to_video').main([str(tmp_path / 'f'), str(tmp_path / 'o.mp4')])
+        script('frames_to_video').main([str(tmp_path / 'f'), str(tmp_path / 'o.mp4'), '--workers', '0'])
     assert not list(tmp_path.glob('*.mp4')) and not list(tmp_path.glob('.*'))

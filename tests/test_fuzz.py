@@ -323,8 +323,9 @@ def bd_arguments_valid(h, w, scale, sigma, kernel_size, padding, offset):
     """The rules bd_downsample documents, restated: when they hold it must work, otherwise raise ValueError."""
     integral = lambda v: isinstance(v, numbers.Integral)  # noqa: E731
     return (integral(scale) and scale >= 1 and integral(offset) and 0 <= offset < scale and offset < min(h, w)
-            and integral(kernel_size) and kernel_size >= 1 and kernel_size % 2 == 1
+            and integral(kernel_size) and not isinstance(kernel_size, bool) and kernel_size >= 1
             and isinstance(sigma, numbers.Real) and math.isfinite(sigma) and sigma > 0
+            # MATLAB centres a k-tap kernel on tap floor((k + 1) / 2): it reaches k // 2 pixels on its far side
             and padding in ('reflect', 'replicate') and (padding == 'replicate' or min(h, w) > kernel_size // 2))
 
 
