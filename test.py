@@ -89,6 +89,9 @@ def run_test(opt):
              f'{protocol.describe()} | {dataset.description} | {result["frames"]} frames scored | '
              f'crop {protocol.crop_border} | {ckpt or "no checkpoint"}')
     log.info(format_table(result['clips'] + [result['average']], title))
+    if protocol.name in ('septuplet', 'triplet_middle'):  # one window per clip: its positions are the clip's frames
+        log.info(format_table([{**row, 'position': f'im{row["position"]}'} for row in result['positions']],
+                              'by output position (frame averages)', first='position'))
     csv_path, _ = write_results(result, out_dir, stem, results_header(opt, spec))
     log.info(f'{result["frames"]} frames in {time.time() - start:.1f} s; tables written to {csv_path} (and .json)')
     return result

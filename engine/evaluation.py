@@ -50,7 +50,9 @@ def evaluate(net, dataset, protocol, device, amp=None, save_dir=None, progress=T
     Every window goes through ``net.render`` at the window's instants and the GT's size, so any-factor
     networks are scored at any space scale (the dataset's degradation) and time factor, and fixed ones at
     their own (anything else is a one-line ValueError from the network).
-    Returns ``{'clips': [{'clip', 'frames', 'psnr_y', ...}], 'average': {...}, 'frames': total, 'seconds': t}``.
+    Returns ``{'clips': [{'clip', 'frames', 'psnr_y', ...}], 'average': {...}, 'frames': total, 'seconds': t,
+    'positions': [{'position': k, ...}]}``: ``positions`` averages the frames at each position k (1-based) of
+    the windows' outputs, what papers report per output frame (im1..im7 of Vimeo septuplets).
     """
     net.eval()
     device = torch.device(device)
@@ -58,7 +60,7 @@ def evaluate(net, dataset, protocol, device, amp=None, save_dir=None, progress=T
         net.check_factors(time_factor=protocol.time_factor)
     except ValueError as e:
         raise OptionsError(f'protocol {protocol.describe()}: {e}') from None
-    rows, kept, start = [], [], time.time()
+    rows, kept, by_position, start = [], [], {}, time.time()
     for i in bar(range(protocol.clips(dataset)), enabled=progress, desc=f'eval {protocol.name}', leave=False):
         clip = dataset[i]
         frames = {}
@@ -83,6 +85,7 @@ def evaluate(net, dataset, protocol, device, amp=None, save_dir=None, progress=T
                     raise ValueError(f'clip {clip["name"]}, frame {clip["frame_names"][index]}: network output '
                                      f'{out[pos].shape} does not match the ground truth {gt.shape}')
                 frames[index] = score_frame(out[pos], gt, clip['max_value'], protocol.crop_border)
+                by_position.setdefault(pos, []).append(frames[index])
                 if save_dir is not None:
                     name = Path(clip['frame_names'][index]).stem + '.png'
                     image = np.round(out[pos] * clip['max_value']).astype(clip['gt'].dtype)
@@ -96,8 +99,11 @@ def evaluate(net, dataset, protocol, device, amp=None, save_dir=None, progress=T
         rows.append(row)
     average = {'clip': 'average', 'frames': sum(r['frames'] for r in rows)}
     average.update({m: float(np.mean([r[m] for r in rows])) for m in METRICS})
+    positions = [{'position': pos + 1, 'frames': len(scores), **{m: float(np.mean([f[m] for f in scores]))
+                                                                  for m in METRICS}}
+                 for pos, scores in sorted(by_position.items())]
     return {'clips': rows, 'average': average, 'frames': average['frames'], 'seconds': time.time() - start,
-            'kept': kept}
+            'kept': kept, 'positions': positions}
 
 
 def format_table(rows, title='', first='clip'):
@@ -127,7 +133,8 @@ def write_rows(rows, keys, folder, stem, payload):
 
 def write_results(result, folder, stem, header):
     """<folder>/<stem>.csv (one row per clip and the average) and <stem>.json (with the header facts)."""
-    return write_rows(result['clips'] + [result['average']], ('clip',), folder, stem, {**header, **result})
+    payload = {**header, **{k: v for k, v in result.items() if k != 'kept'}}  # kept: frames for TensorBoard
+    return write_rows(result['clips'] + [result['average']], ('clip',), folder, stem, payload)
 
 
 def compare_with_baseline(net, dataset, protocol, device):

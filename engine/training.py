@@ -353,6 +353,8 @@ def build_run(opt, dist):
         if mismatch:
             log.warning(f'train.scheduler ({cfg["scheduler"]["type"]}): {mismatch}')
         resume_run(run)
+        if run.start_iter == 0 and not init['path'] and net.official_init:
+            log.warning(f'network {opt["network"]["type"]} starts from scratch; {net.official_init}')
         if dist.is_main:
             record_options(run)
         run.metrics = MetricsLog(run_dir, run.start_iter, cfg['tensorboard']) if dist.is_main else None

@@ -23,6 +23,8 @@ and these attributes:
     any_time       ``render`` answers any instants between the input frames (continuous networks, TMNet)
     any_scale      ``render`` answers any output size (continuous networks)
     own_loss       ``training_losses`` computes the network's official objective and ignores ``criterion``
+    official_init  how the official training started, when it did not start from scratch (the trainer warns
+                   when a run starts from scratch without ``train.network_init``)
 
 Loader-side inputs are computed once, in one place: ``extra_inputs()`` serves the loader workers, and
 ``predict`` calls the same object for whatever a batch does not bring (``inputs_for``).
@@ -41,6 +43,7 @@ class VideoNetwork(nn.Module):
     any_time = False
     any_scale = False
     own_loss = False
+    official_init = None
 
     @property
     def label(self):

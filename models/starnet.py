@@ -471,6 +471,8 @@ class STARnet(VideoNetwork):
     # --- the toolbox interface (models/base.py) -------------------------------------------------------
 
     own_loss = True
+    official_init = ('the official STARnet training starts from a pretrained RBPN (rbpn_pretrained_F2_4x.pth): '
+                     'set train.network_init.path, with module: RBPN (module: model.RBPN with flow refinement)')
 
     def extra_inputs(self, cache_dir=None):
         return FlowInputs(self.flow_backend, cache_dir)

@@ -234,6 +234,12 @@ def test_vimeo_triplet_test_clips_score_three_frames(tmp_path):
                       progress=False)
     assert [r['frames'] for r in result['clips']] == [3, 3] and result['frames'] == 6
     assert result['average']['psnr_y'] == pytest.approx(np.mean([r['psnr_y'] for r in result['clips']]))
+    # by output position: im1, im2, im3, each the mean over the two clips of that frame's score
+    assert [(r['position'], r['frames']) for r in result['positions']] == [(1, 2), (2, 2), (3, 2)]
+    middle = evaluate(build_network({'type': 'BicubicBlend'}), clips, Protocol('triplet_middle', 2, 2, 0, 0), 'cpu',
+                      progress=False)
+    assert middle['frames'] == 2 and middle['positions'][0]['position'] == 2
+    assert middle['average']['psnr_rgb'] == pytest.approx(result['positions'][1]['psnr_rgb'])
     with pytest.raises(DataError, match='00002/0004: 3 frames, protocol septuplet with 4 inputs needs at least 7'):
         evaluate(build_network({'type': 'BicubicBlend'}), clips, Protocol('septuplet', 4, 2, 0, 0), 'cpu',
                  progress=False)

@@ -88,3 +88,16 @@ def test_training_starts_from_and_test_py_scores_published_weights(tmp_path):
     proc = run(['test.py', '-opt', str(test_options), '--weights', str(path), '--network', spec])
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert '| average | 7 |' in proc.stdout and (tmp_path / 'out' / 'published_window7_published.csv').exists()
+
+
+def test_starnet_from_scratch_is_warned_that_the_official_run_started_from_rbpn(tmp_path):
+    path = options(tmp_path, 'star', total_iter=1, val_every=100)
+    tree = yaml.safe_load(path.read_text())
+    tree['network'] = CONFIGS['starnet_noref']['tiny']
+    tree['data'].pop('val')
+    tree['data']['train'].update(n_inputs=2, lq_size=32, max_frames=9)
+    path.write_text(yaml.safe_dump(tree))
+    proc = run(['main.py', '-opt', str(path)])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert 'network STARnet starts from scratch; the official STARnet training starts from a pretrained RBPN' \
+        in proc.stdout
