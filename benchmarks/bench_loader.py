@@ -38,9 +38,9 @@ BI = {'type': 'BI', 'scale': 4}
 BD = {'type': 'BD', 'scale': 4, 'sigma': 1.6}
 
 
-def samples_per_second(dataset, workers, samples, batch_size):
+def samples_per_second(dataset, workers, samples, batch_size, pin_memory=False):
     sampler = RandomSampler(dataset, replacement=True, num_samples=samples + batch_size)
-    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers)
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, pin_memory=pin_memory)
     batches = iter(loader)
     next(batches)
     start = time.perf_counter()

@@ -222,7 +222,8 @@ def forward_benchmark(spec, size, device='cpu', threads=2, warmup=1, repeat=3, f
 
 
 def train_benchmark(spec, patch, batch, device='cpu', threads=2, warmup=1, repeat=3, perf=None):
-    """Time of one training step (the network's training losses, backward, Adam) on a random patch."""
+    """Time of one training step (the network's training losses, backward, Adam) on a random LR patch of
+    ``patch`` pixels square, or (h, w) (whole frames, as STARnet's recipe trains)."""
     device = setup(threads, device)
     perf = perf or performance_options()
     net = prepare_network(build_network(spec).to(device).train(), perf)
@@ -232,8 +233,9 @@ def train_benchmark(spec, patch, batch, device='cpu', threads=2, warmup=1, repea
     model, dtype = maybe_compile(TrainingStep(net, CharbonnierLoss()), perf), AMP_DTYPES[perf['amp']]
     scaler = grad_scaler(device, dtype)
     optimizer = torch.optim.Adam(params, lr=2e-4, betas=(0.9, 0.99))
-    lq = torch.rand(batch, FRAMES, 3, patch, patch, device=device)
-    gt, extras = net.training_batch(lq, torch.rand(batch, 2 * FRAMES - 1, 3, 4 * patch, 4 * patch, device=device))
+    ph, pw = (patch, patch) if isinstance(patch, int) else patch
+    lq = torch.rand(batch, FRAMES, 3, ph, pw, device=device)
+    gt, extras = net.training_batch(lq, torch.rand(batch, 2 * FRAMES - 1, 3, 4 * ph, 4 * pw, device=device))
     extras = {**extra_inputs(net, lq), **extras}
 
     def step():

@@ -99,7 +99,7 @@ def parse_degradation(degradation=None):
         if not isinstance(out['offset'], int) or not 0 <= out['offset'] < scale:
             raise ValueError(f'degradation: offset must be an integer in [0, {scale}), got {out["offset"]!r}')
         out['preset'] = next((name for name, values in BD_PRESETS.items()
-                              if all(out[k] == v for k, v in values.items())), None)
+                              if scale == 4 and all(out[k] == v for k, v in values.items())), None)
     return out
 
 
