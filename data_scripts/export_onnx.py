@@ -51,13 +51,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine import cli  # noqa: E402
-from engine.inference import load_network  # noqa: E402
-from engine.options import build_option, validate  # noqa: E402
+from engine.inference import load_network, network_spec  # noqa: E402
+from engine.options import build_option  # noqa: E402
 from models import build_network  # noqa: E402
 from models.common import ModulatedDeformConv2d  # noqa: E402
 from utils.errors import OptionsError  # noqa: E402
@@ -84,13 +83,7 @@ class PredictGraph(torch.nn.Module):
 
 def random_weights_network(spec):
     """The network of ``spec`` (a dict or YAML text) with its initial, untrained weights."""
-    if isinstance(spec, str):
-        try:
-            spec = yaml.safe_load(spec)
-        except yaml.YAMLError as e:
-            raise OptionsError(f'--network {spec}: not valid YAML ({getattr(e, "problem", e)})') from None
-    spec = validate({'name': 'export', 'network': spec}, source='--network')['network']
-    return build_option(build_network, spec, '--network')
+    return build_option(build_network, network_spec(spec), '--network')
 
 
 def prepare(net):

@@ -148,6 +148,17 @@ class InferenceOptions:
         return device
 
 
+def network_spec(network):
+    """``--network``: a spec as a dict or YAML text (``'{type: BicubicBlend}'``), validated against the
+    network's constructor; OptionsError (one line) otherwise."""
+    if isinstance(network, str):
+        try:
+            network = yaml.safe_load(network)
+        except yaml.YAMLError as e:
+            raise OptionsError(f'--network {network}: not valid YAML ({getattr(e, "problem", e)})') from None
+    return validate({'name': 'inference', 'network': network}, source='--network')['network']
+
+
 def load_network(checkpoint=None, network=None):
     """The network to run and its checkpoint (None without one).
 
@@ -155,14 +166,7 @@ def load_network(checkpoint=None, network=None):
     spec ``network`` must give. ``network``: a spec as a dict or YAML text (``'{type: BicubicBlend}'``);
     alone, it must name a network without trainable weights.
     """
-    spec = None
-    if isinstance(network, str):
-        try:
-            network = yaml.safe_load(network)
-        except yaml.YAMLError as e:
-            raise OptionsError(f'--network {network}: not valid YAML ({getattr(e, "problem", e)})') from None
-    if network is not None:
-        spec = validate({'name': 'inference', 'network': network}, source='--network')['network']
+    spec = None if network is None else network_spec(network)
     if checkpoint is None and spec is None:
         raise OptionsError('give --checkpoint (a trained network) or --network (e.g. "{type: BicubicBlend}")')
     net, _, ckpt = rebuild_network(None if checkpoint is None else resolve_checkpoint(checkpoint), spec,

@@ -23,7 +23,7 @@ EXPORTABLE = ['bicubic_blend', 'rstt_s', 'starnet_noref']
 # RUN_SLOW_ONNX=1 includes them.
 SLOW = ['msitf', 'starnet', 'stdan', 'tmnet', 'zsm']
 # config -> what the one-line error names: MSTT's attention on 3-d tensors is not translated; Temporal-LIIF's
-# query chunking makes torch.export specialise the batch, so it exports with --dynamic none only.
+# query chunking makes torch.export specialise the batch (--dynamic none is not tested).
 NOT_EXPORTABLE = {'mstt': 'only 4D query', 'temporal_liif': 'Constraints violated'}
 # The three RSTT sizes are one class with more blocks: rstt_s stands for them (the report lists all three).
 SAME_CLASS = {'rstt_m': 'rstt_s', 'rstt_l': 'rstt_s'}
