@@ -21,6 +21,12 @@ settings.register_profile('repeatable', derandomize=True, database=None)
 settings.load_profile('repeatable')
 
 
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto``: one worker per core this process may run on, at most 4 (each holds torch and a few networks,
+    about 1 GiB); ``-n 0`` runs the suite in this process."""
+    return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1))
+
+
 def require(path):
     """Skip the calling test, naming what is missing, unless ``path`` (under ../shared/data) exists."""
     path = SHARED_DATA / path

@@ -63,24 +63,29 @@ def test_the_python_api_upscales_a_tensor():
     assert upscale(net, lq, scale=2, time=4).shape == (17, 3, 24, 32)
 
 
-def quick_start_commands():
-    """The commands of the README's quick-start block."""
+def quick_start_lines():
+    """The lines of the README's quick-start block (each: train, then test from the run folder)."""
     text = (ROOT / 'README.md').read_text()
     block = re.search(r'<!-- quick start -->\n```bash\n(.*?)```', text, re.S)
-    assert block, 'README.md has no quick-start block'
-    lines = [line.split('#')[0].strip() for line in block.group(1).splitlines() if line.strip().startswith('python')]
-    return [command.strip() for line in lines for command in line.split('&&')]
+    if not block:
+        return []
+    return [line.split('#')[0].strip() for line in block.group(1).splitlines() if line.strip().startswith('python')]
 
 
-def test_the_quick_start_block_runs_as_written(tmp_path):
-    """Every command of the README's quick-start block, with the iterations cut to 1 and the run folders
-    in a temporary place (the only changes)."""
+def test_the_quick_start_block_trains_every_quick_start_recipe():
+    trained = {args.split()[3] for args in quick_start_lines() if args.startswith('python main.py -opt')}
+    recipes = {f'options/train/{p.name}' for p in (ROOT / 'options' / 'train').glob('quickstart_*.yml')}
+    assert len(recipes) >= 6 and trained == recipes
+
+
+@pytest.mark.parametrize('line', quick_start_lines(), ids=lambda line: line.split()[3].split('/')[-1][:-4])
+def test_the_quick_start_block_runs_as_written(line, tmp_path):
+    """One line of the README's quick-start block, every command on it, with the iterations cut to 1 and the
+    run folders in a temporary place (the only changes)."""
     if not (SHARED_DATA / 'vimeo_septuplet').exists():
         pytest.skip(f'real data not found: {SHARED_DATA} (the shared folder sits beside the repository)')
-    commands = quick_start_commands()
-    assert len([c for c in commands if c.startswith('python main.py')]) >= 6
-    for command in commands:
-        args = shlex.split(command.replace('experiments/', f'{tmp_path}/'))[1:]
+    for command in line.split('&&'):
+        args = shlex.split(command.strip().replace('experiments/', f'{tmp_path}/'))[1:]
         if args[0] == 'main.py':
             args += ['--set', 'train.total_iter=1', '--set', 'train.save_every=1', '--set', 'train.val_every=1',
                      '--set', f'experiments_root={tmp_path}']

@@ -114,6 +114,7 @@ def assert_matches_reference(run_dir, ref_dir):
     assert [r['iter'] for r in rows[0] if r['psnr_y']] == ['3', '6', '8']
 
 
+@pytest.mark.xdist_group('uninterrupted_reference_run')
 def test_killed_at_save_validation_step_and_final_save_resumes_bitwise(tmp_path, reference):
     job = Run(tmp_path)
     ckpt_dir = job.dir / 'checkpoints'
@@ -152,6 +153,7 @@ def test_killed_at_save_validation_step_and_final_save_resumes_bitwise(tmp_path,
     assert_matches_reference(job.dir, reference())
 
 
+@pytest.mark.xdist_group('uninterrupted_reference_run')
 def test_truncated_latest_checkpoint_falls_back_to_the_previous_good_one(tmp_path, reference):
     job = Run(tmp_path)
     ckpt_dir = job.dir / 'checkpoints'
