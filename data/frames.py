@@ -26,6 +26,7 @@ from utils.errors import DataError
 
 from .io import (
     IMAGE_EXTENSIONS,
+    folder_exists,
     iter_frames,
     keep_existing,
     list_images,
@@ -78,7 +79,7 @@ class FrameFolders(Dataset):
                 names = read_list(source)
             else:
                 source, names = self.root, [str(c) for c in clips]
-            names = keep_existing(names, lambda c: (self.root / c).is_dir(), source, False, logger, can_skip=False)
+            names = keep_existing(names, folder_exists(self.root), source, False, logger, can_skip=False)
         self.clips = []
         for name in names:
             gt_paths = list_images(self.root / name / gt_subdir)

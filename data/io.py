@@ -219,6 +219,26 @@ def read_list(path):
     return keys
 
 
+def folder_exists(root):
+    """``key -> (root / key).is_dir()``, answered from one listing per parent folder: checking the 64,612 keys
+    of Vimeo-90K's training list takes about 100 directory listings instead of 64,612 file-system calls."""
+    root = Path(root)
+    listings = {}
+
+    def exists(key):
+        path = root / key
+        if path.name in ('', '.', '..'):
+            return path.is_dir()
+        if path.parent not in listings:
+            try:
+                with os.scandir(path.parent) as entries:
+                    listings[path.parent] = {e.name for e in entries if e.is_dir()}
+            except OSError:  # no such folder, or not a folder
+                listings[path.parent] = set()
+        return path.name in listings[path.parent]
+    return exists
+
+
 def keep_existing(keys, exists, source, skip_missing, logger, can_skip=True):
     """Check that every listed clip exists: the keys for which ``exists(key)`` is true.
 

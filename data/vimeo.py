@@ -31,7 +31,7 @@ from torch.utils.data import Dataset
 from utils.coords import pixel_queries
 from utils.errors import DataError
 
-from .io import keep_existing, read_frames, read_list, to_float
+from .io import folder_exists, keep_existing, read_frames, read_list, to_float
 from .registry import DATASETS
 from .transforms import (
     augment,
@@ -51,7 +51,7 @@ logger = logging.getLogger(__name__)
 def listed_clips(list_path, gt_dir, lq_dir, lq_root, degradation, skip_missing):
     """The keys of ``list_path`` whose folders exist under ``gt_dir`` (missing ones: DataError, or dropped
     and logged with ``skip_missing``); checks the LR tree, when there is one, and its manifest."""
-    keys = keep_existing(read_list(list_path), lambda k: (gt_dir / k).is_dir(), list_path, skip_missing, logger)
+    keys = keep_existing(read_list(list_path), folder_exists(gt_dir), list_path, skip_missing, logger)
     if lq_dir is not None:
         if not lq_dir.is_dir():
             raise DataError(f'{lq_dir}: LR folder not found')

@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import lmdb  # noqa: E402
 import numpy as np  # noqa: E402
 
-from data.io import check_writable, keep_existing, publish, read_image, read_list  # noqa: E402
+from data.io import check_writable, folder_exists, keep_existing, publish, read_image, read_list  # noqa: E402
 from data.lmdb import CLIP_FRAMES, META_NAMES, find_meta, frame_key, read_meta  # noqa: E402
 from data.transforms import MANIFEST_NAME  # noqa: E402
 from engine import cli  # noqa: E402
@@ -135,7 +135,7 @@ def main(argv=None):
     bad = [k for k in keys if k.count('/') != 1 or '_' in k]
     if bad:
         raise DataError(f'{args.list}: {len(bad)} keys are not <folder>/<sub-folder> without "_" (first: {bad[0]!r})')
-    keys = keep_existing(keys, lambda k: (args.src / k).is_dir(), args.list, args.skip_missing,
+    keys = keep_existing(keys, folder_exists(args.src), args.list, args.skip_missing,
                          logging.getLogger('create_lmdb'), can_skip=False)
     clips = sorted(k.replace('/', '_') for k in keys)
     if len(set(clips)) != len(clips):

@@ -1,9 +1,11 @@
 """Frame reading/writing, list files and natural sort (data/io.py)."""
+import logging
+
 import cv2
 import numpy as np
 import pytest
 
-from data.io import keep_existing, list_images, natural_sort, read_frames, read_image, read_list, to_float, write_image
+from data.io import folder_exists, keep_existing, list_images, natural_sort, read_frames, read_image, read_list, to_float, write_image
 from tests.conftest import require
 from utils.errors import DataError
 
@@ -100,6 +102,21 @@ def test_keep_existing_names_first_missing_and_count(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         assert keep_existing(keys, exists, 'my_list.txt', True, logging.getLogger('t')) == ['a', 'b']
     assert 'skipped 4 of 6' in caplog.text
+
+
+def test_folder_exists_answers_as_is_dir(tmp_path):
+    for folder in ('00001/0001', '00001/0002', '00002/0001', 'deep/er/still'):
+        (tmp_path / folder).mkdir(parents=True)
+    (tmp_path / '00001' / 'afile').write_text('x')
+    (tmp_path / '00001' / 'link').symlink_to(tmp_path / '00002' / '0001')
+    (tmp_path / '00001' / 'dangling').symlink_to(tmp_path / 'nowhere')
+    keys = ['00001/0001', '00001/0002', '00001/0003', '00002/0001', '00003/0001', '00001/afile', '00001/afile/x',
+            '00001/link', '00001/dangling', 'deep/er/still', 'deep/er', 'deep', '00001/0001/', '00001/..', '.', '',
+            str(tmp_path / '00002' / '0001'), '00001//0002']
+    exists = folder_exists(tmp_path)
+    assert [exists(k) for k in keys] == [(tmp_path / k).is_dir() for k in keys]
+    assert keep_existing(keys[:5], folder_exists(tmp_path), 'l', True, logging.getLogger('t')) == \
+        ['00001/0001', '00001/0002', '00002/0001']
 
 
 def test_read_frames_names_the_frame_of_another_size(tmp_path):
