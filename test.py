@@ -178,7 +178,7 @@ def inference_arguments(parser):
     infer.add_argument('--bit-depth', type=int, default=d.bit_depth, metavar='BITS',
                        help='bits used in 16-bit input frames (e.g. 12); default: the file dtype (8 or 16)')
     infer.add_argument('--chunk', type=int, default=d.chunk, metavar='N',
-                       help=f'queries per render call (TemporalLIIF; {d.chunk})')
+                       help='queries per render call (TemporalLIIF; default: the network\'s own, 8192)')
     infer.add_argument('--overwrite', action='store_true', default=d.overwrite, help='replace existing outputs')
     return [a.dest for a in infer._group_actions if a.dest not in ('input', 'checkpoint')]
 

@@ -97,7 +97,7 @@ class InferenceOptions:
     precision: str = 'fp32'       # fp32 | fp16 | bf16 (autocast, CUDA only)
     device: str = 'auto'          # auto | cpu | cuda | cuda:N
     bit_depth: int = None         # bits used in 16-bit input frames (e.g. 12); default: the file dtype
-    chunk: int = 65536            # queries per render call (networks that decode queries)
+    chunk: int = None             # queries per render call (networks that decode queries); None: the network's
     overwrite: bool = False       # replace existing outputs
     progress: bool = True         # tqdm progress bar
 
@@ -122,7 +122,7 @@ class InferenceOptions:
             bad('tile', 'give --tile or --max-memory, not both (--max-memory chooses the tile)')
         if self.tile_overlap < 0:
             bad('tile-overlap', f'must be >= 0, got {self.tile_overlap}')
-        if self.chunk < 1:
+        if self.chunk is not None and self.chunk < 1:
             bad('chunk', f'must be >= 1, got {self.chunk}')
         if self.bit_depth is not None and not 8 < self.bit_depth <= 16:
             bad('bit-depth', f'applies to 16-bit input frames holding 9 to 16 bits, got {self.bit_depth}')

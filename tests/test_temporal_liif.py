@@ -5,6 +5,7 @@ tests/networks/temporal_liif.yml."""
 import math
 from pathlib import Path
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -102,6 +103,28 @@ def test_decoding_at_feature_centres_is_unfold_then_mlp():
                               cell * torch.tensor([3.0, 5.0, 6.0])], -1)
     with torch.no_grad():
         torch.testing.assert_close(net.query(feat, coord, cell), net.imnet(expected_inp))
+
+
+@pytest.mark.parametrize('feat_unfold, cell_decode', [(True, True), (True, False), (False, True), (False, False)])
+def test_query_is_the_mlp_on_the_unfolded_neighbourhood_anywhere(feat_unfold, cell_decode):
+    """At random queries, with each official switch: the MLP on [the (unfolded) feature of the nearest cell,
+    the coordinate relative to its centre, the cell] (feature units), computed here from F.unfold, equals
+    ``query`` (whose first layer is applied per feature position and gathered)."""
+    torch.manual_seed(0)
+    net = tiny(local_ensemble=False, feat_unfold=feat_unfold, cell_decode=cell_decode).eval()
+    feat, (t, h, w) = torch.randn(2, 4, 3, 5, 6), (3, 5, 6)
+    coord = torch.rand(2, 50, 3) * 2 - 1
+    cell = torch.rand(2, 50, 3)
+    k = 3 if feat_unfold else 1
+    unfolded = torch.stack([F.unfold(feat[:, :, i], k, padding=k // 2) for i in range(t)], 2).flatten(2)
+    index = [((coord[..., i] + 1) * n - 1).div(2).round().long() for i, n in enumerate((t, h, w))]
+    voxel = (index[0] * h + index[1]) * w + index[2]
+    q_feat = torch.stack([unfolded[i][:, voxel[i]].t() for i in range(2)])
+    centre = torch.stack([-1 + (2 * index[i] + 1) / n for i, n in enumerate((t, h, w))], -1)
+    sizes = torch.tensor([t, h, w], dtype=torch.float32)
+    inp = [q_feat, (coord - centre) * sizes] + ([cell * sizes] if cell_decode else [])
+    with torch.no_grad():
+        assert_close_to_scale(net.query(feat, coord, cell), net.imnet(torch.cat(inp, -1)))
 
 
 def test_time_convention():
