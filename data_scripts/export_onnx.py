@@ -32,11 +32,9 @@ How it exports
 - Check: the max |onnxruntime - PyTorch| over all outputs is printed; it must be finite and at most
   --tolerance (1e-4) times max |PyTorch output|, or the export fails and nothing is written.
 
-Which networks export with a dynamic batch (tiny configurations, tests/test_onnx.py): BicubicBlend, MSITF,
-RSTT, STARnet (with and without flow refinement), STDAN, TMNet and Zooming Slow-Mo. MSTT does not: onnxscript
-translates ``scaled_dot_product_attention`` on 4-d tensors only, and MSTT's multi-scale attention calls it on
-(b, tokens, dim). Temporal-LIIF does not with a dynamic batch: its query chunks make torch.export specialise
-the batch size (``--dynamic none`` is not tested).
+Every registered network exports with a dynamic batch and agrees with PyTorch (tiny configurations,
+tests/test_onnx.py): BicubicBlend, MSITF, MSTT, RSTT, STARnet (with and without flow refinement), STDAN,
+Temporal-LIIF, TMNet and Zooming Slow-Mo.
 
 The file is written to a temporary name beside --output and renamed into place once the check passed.
 Exit codes: 0 exported and checked, 1 the network does not export or onnxruntime disagrees with PyTorch,

@@ -109,8 +109,9 @@ class MultiScaleAttention(nn.Module):
 
             def tokens(z):
                 z = z.reshape(b, t, d, oh, p, ow, p).permute(0, 1, 3, 5, 2, 4, 6)
-                return z.reshape(b, t * oh * ow, d * p * p)
+                return z.reshape(b, 1, t * oh * ow, d * p * p)
 
+            # one head of 4-d tensors (b, 1, tokens, dim): the form every SDPA kernel and ONNX translation takes
             y = F.scaled_dot_product_attention(tokens(qh), tokens(kh), tokens(vh))
             out.append(y.view(b, t, oh, ow, d, p, p).permute(0, 1, 4, 2, 5, 3, 6).reshape(bt, d, h, w))
         return self.output_linear(torch.cat(out, dim=1))
