@@ -35,8 +35,6 @@ import argparse  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import torch  # noqa: E402
-
 from data import build_dataset  # noqa: E402
 from data.io import check_writable  # noqa: E402
 from data.protocols import Protocol  # noqa: E402
@@ -48,6 +46,7 @@ from engine.inference import InferenceOptions, load_network, open_input, run_inf
 from engine.logger import setup_logging  # noqa: E402
 from engine.options import build_option, load_options  # noqa: E402
 from engine.performance import check_amp, prepare_network  # noqa: E402
+from engine.threads import CpuThreads  # noqa: E402
 from models.baseline import BicubicBlend  # noqa: E402
 from utils.errors import CheckpointError, OptionsError  # noqa: E402
 
@@ -58,8 +57,7 @@ DEMO_OPTIONS = ROOT / 'options' / 'test' / 'demo.yml'
 def run_test(opt):
     log = setup_logging()
     device = resolve_device(opt['device'])
-    if opt['num_threads']:
-        torch.set_num_threads(opt['num_threads'])
+    CpuThreads(opt['num_threads']).update()
     if opt['data']['test'] is None:
         raise OptionsError('data.test: required to test')
     net, spec, loaded = rebuild_network(opt['test']['checkpoint'], opt['network'])
@@ -141,6 +139,7 @@ def run_inference_cli(args):
         raise OptionsError('--input runs inference: -opt and --set configure evaluation, leave them out')
     options = InferenceOptions.from_args(args)
     setup_logging()
+    CpuThreads(0).update()
     # FFmpeg's own log lines ("moov atom not found") would come before the one-line error of a bad video.
     os.environ.setdefault('OPENCV_FFMPEG_LOGLEVEL', '-8')
     net, _ = load_network(args.checkpoint, args.network)

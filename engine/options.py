@@ -62,7 +62,7 @@ DEFAULTS = {
     'experiments_root': 'experiments',
     'seed': 0,                        # seeds Python, NumPy and torch; data order and augmentation derive from it
     'device': 'auto',                 # auto (cuda when available) | cpu | cuda
-    'num_threads': 0,                 # torch CPU threads; 0 keeps PyTorch's default
+    'num_threads': 0,                 # torch CPU threads; 0: the free cores, re-checked as it runs (engine/threads.py)
     'network': Spec('network', None),  # {type: <registered network>, **constructor arguments}
     'data': {
         'train': Spec('dataset', None),  # training dataset spec
@@ -349,7 +349,7 @@ def check_values(opt):
         (opt['performance']['amp'] in AMP_DTYPES, 'performance.amp', f'must be one of {", ".join(AMP_DTYPES)}'),
         (opt['performance']['compile'] in COMPILE_MODES, 'performance.compile',
          f'must be one of {", ".join(COMPILE_MODES)}'),
-        (opt['num_threads'] >= 0, 'num_threads', 'must be >= 0 (0 keeps PyTorch\'s default)'),
+        (opt['num_threads'] >= 0, 'num_threads', 'must be >= 0 (0 chooses from the free cores)'),
         (re.fullmatch(r'auto|cpu|cuda(:\d+)?', opt['device']) is not None, 'device',
          'must be auto, cpu, cuda or cuda:N'),
         # '.' and '..' match the pattern but would name the experiments folder itself or its parent

@@ -51,6 +51,7 @@ from .logger import MetricsLog, close_log_file, format_eta, progress, setup_logg
 from .optim import build_optimizer, build_scheduler, schedule_mismatch
 from .options import build_option, dump_options
 from .performance import autocast, check_amp, grad_scaler, maybe_compile, prepare_network
+from .threads import CpuThreads, available_cores
 
 log = logging.getLogger('stvsr')
 
@@ -272,6 +273,7 @@ class Run:
     rollbacks: int = 0
     bar: object = None
     lock: RunLock = None
+    threads: CpuThreads = None  # torch's CPU threads, re-chosen at each log line with num_threads: 0
     created: bool = False  # this process made the run folder (removed again if the run fails before a checkpoint)
     stop: int = 0          # the signal that asked the run to stop at the end of its iteration (0: none)
     resumed_config: dict = None  # the options of the checkpoint resumed from
@@ -285,8 +287,8 @@ def build_run(opt, dist):
     """Build everything a run needs from the options and check the data it starts with; only then make (and
     lock) the run folder and resume. A failure after that goes through ``abandon``."""
     device = resolve_device(opt['device'], dist.local_rank)
-    if opt['num_threads']:
-        torch.set_num_threads(opt['num_threads'])
+    threads = CpuThreads(opt['num_threads'])
+    threads.update()
     cfg, cfg_data = opt['train'], opt['data']
     for key, value in (('network', opt['network']), ('data.train', cfg_data['train'])):
         if value is None:
@@ -340,7 +342,8 @@ def build_run(opt, dist):
               optimizer=optimizer, scheduler=scheduler, scaler=grad_scaler(device, amp), amp=amp, loader=loader,
               sampler=sampler, val_set=val_set, protocol=protocol,
               ckpts=CheckpointManager(run_dir / 'checkpoints', cfg['keep_checkpoints']), run_dir=run_dir,
-              metrics=None, loss_scale=dist.world_size if summed else 1, lock=lock, created=created)
+              metrics=None, loss_scale=dist.world_size if summed else 1, lock=lock, threads=threads,
+              created=created)
     try:
         setup_logging(run_dir / 'train.log', dist.is_main)
         log.info(f'run folder {run_dir}')
@@ -360,7 +363,8 @@ def build_run(opt, dist):
         run.metrics = MetricsLog(run_dir, run.start_iter, cfg['tensorboard']) if dist.is_main else None
         log.info(f'network {opt["network"]["type"]}: {sum(p.numel() for p in params):,} parameters; '
                  f'{len(train_set):,} training samples; batch {cfg_data["batch_size"]} on {dist.world_size} '
-                 f'process(es), device {device}; iterations {run.start_iter} -> {cfg["total_iter"]}')
+                 f'process(es), device {device}; iterations {run.start_iter} -> {cfg["total_iter"]}; '
+                 f'{torch.get_num_threads()} CPU thread(s)')
     except BaseException as e:
         abandon(run, e)
         raise
@@ -522,6 +526,10 @@ def log_progress(run, it, losses, loss, timer):
     run.bar.set_postfix(loss=f'{loss_value:.3e}', lr=f'{lr:.2e}')
     run.metrics.add(it, lr=lr, loss=loss_value, data_time=timer.data / count, iter_time=timer.step / count,
                     offset=offset)
+    changed = run.threads.update()
+    if changed:
+        old, new, busy = changed
+        log.info(f'CPU threads {old} -> {new}: {busy} other runnable task(s) on {available_cores()} core(s)')
 
 
 def validate(run, it):

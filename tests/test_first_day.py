@@ -5,6 +5,7 @@ import re
 import shlex
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -33,6 +34,37 @@ def test_openmp_threads_wait_passively_unless_told_otherwise(preset, expected):
                'm = importlib.util.module_from_spec(s); s.loader.exec_module(m); print(os.environ["OMP_WAIT_POLICY"])'
         out = subprocess.run([sys.executable, '-c', code], cwd=ROOT, env=env, capture_output=True, text=True)
         assert out.stdout.strip() == expected, out.stderr
+
+
+def test_auto_threads_leave_the_cores_other_tasks_use(monkeypatch):
+    import engine.threads as threads
+    default = torch.get_num_threads()
+    try:
+        torch.set_num_threads(4)
+        auto = threads.CpuThreads(0)
+        monkeypatch.setattr(threads, 'available_cores', lambda: 4)
+        for busy, expected in ((0, 4), (1, 3), (3, 1), (9, 1)):
+            monkeypatch.setattr(threads, 'busy_elsewhere', lambda busy=busy: busy)
+            changed = auto.update()
+            assert torch.get_num_threads() == expected
+            assert changed is None or changed[1:] == (expected, busy)
+        monkeypatch.setattr(threads, 'busy_elsewhere', lambda: 0)
+        assert auto.update() == (1, 4, 0) and auto.update() is None  # back up to the most, then unchanged
+        fixed = threads.CpuThreads(2)
+        assert fixed.update() == (4, 2, 0) and fixed.update() is None
+    finally:
+        torch.set_num_threads(default)
+
+
+def test_a_spinning_process_counts_as_busy():
+    from engine.threads import busy_elsewhere
+    spinner = subprocess.Popen([sys.executable, '-c', 'while True: pass'])
+    try:
+        time.sleep(0.5)
+        assert busy_elsewhere(samples=9) >= 1
+    finally:
+        spinner.kill()
+        spinner.wait()
 
 
 def test_a_run_without_validation_tests_from_its_folder_and_prints_no_inf(tmp_path):
