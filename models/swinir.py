@@ -10,7 +10,6 @@ Tokens travel as (b, h*w, c); images as (b, c, h, w). h and w must be multiples 
 """
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from .common import (
     DropPath,
@@ -18,6 +17,7 @@ from .common import (
     ShiftedWindowMasks,
     shifted_window_mask,
     tokens_to_map,
+    window_attention,
     window_partition,
     window_reverse,
 )
@@ -49,13 +49,8 @@ class WindowAttention(nn.Module):
         q, k, v = self.qkv(x).view(bw, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
         bias = bias.view(n, n, self.num_heads).permute(2, 0, 1)  # (heads, n, n)
-        if mask is not None:
-            # windows of one image share their masks: fold (window, head) into one 4-d axis for SDPA's kernels
-            nw = mask.shape[0]
-            bias = (bias + mask.unsqueeze(1)).reshape(1, nw * self.num_heads, n, n)
-            q, k, v = (t.reshape(bw // nw, nw * self.num_heads, n, -1) for t in (q, k, v))
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype))
-        return self.proj(out.reshape(bw, self.num_heads, n, -1).transpose(1, 2).reshape(bw, n, c))
+        out = window_attention(q, k, v, bias, mask)
+        return self.proj(out.transpose(1, 2).reshape(bw, n, c))
 
 
 class SwinTransformerBlock(nn.Module):

@@ -26,6 +26,7 @@ from .common import (
     ShiftedWindowMasks,
     shifted_window_mask,
     tokens_to_map,
+    window_attention,
     window_partition,
     window_reverse,
 )
@@ -75,15 +76,10 @@ class WindowAttentionV2(nn.Module):
         qkv_bias = torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
         qkv = F.linear(x, self.qkv.weight, qkv_bias).reshape(b_, n, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
-        attn = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)
-        attn = attn * torch.clamp(self.logit_scale, max=math.log(100.)).exp()
-        attn = attn + self.position_bias().unsqueeze(0)
-        if mask is not None:
-            nw = mask.shape[0]
-            attn = attn.view(b_ // nw, nw, self.num_heads, n, n) + mask.unsqueeze(1).unsqueeze(0)
-            attn = attn.view(-1, self.num_heads, n, n)
-        x = (attn.softmax(dim=-1) @ v).transpose(1, 2).reshape(b_, n, c)
-        return self.proj(x)
+        # cosine similarity times the head's scale: the scale goes onto the normalised queries
+        q = F.normalize(q, dim=-1) * torch.clamp(self.logit_scale, max=math.log(100.)).exp()
+        out = window_attention(q, F.normalize(k, dim=-1), v, self.position_bias(), mask, scale=1.0)
+        return self.proj(out.transpose(1, 2).reshape(b_, n, c))
 
 
 class SwinV2Block(nn.Module):
