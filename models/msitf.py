@@ -44,6 +44,7 @@ from .base import VideoNetwork
 from .common import ResidualBlockNoBN, make_layer, pad_to_multiple
 from .registry import NETWORKS
 from .swinv2 import Swin2SRBody
+from .zsm import upsample
 
 
 class TemporalAttention(nn.Module):
@@ -137,8 +138,5 @@ class MSITF(VideoNetwork):
         feats = self.ConvBLSTM(seq)
         feats = feats + self.attn(feats)
 
-        out = self.recon_trunk(feats.flatten(0, 1))[..., :h, :w]
-        out = lrelu(self.pixel_shuffle(self.upconv1(out)))
-        out = lrelu(self.pixel_shuffle(self.upconv2(out)))
-        out = self.conv_last(lrelu(self.HRconv(out)))
+        out = upsample(self, self.recon_trunk(feats.flatten(0, 1))[..., :h, :w])
         return out.view(b, t, 3, 4 * h, 4 * w) + base

@@ -49,9 +49,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .base import VideoNetwork
-from .common import ModulatedDeformConv2d, ResidualBlockNoBN, make_layer, pad_to_multiple
+from .common import ModulatedDeformConv2d, ResidualBlockNoBN, cpu_channels_last, make_layer, pad_to_multiple
 from .flow import FlowInputs, flow_warp
 from .registry import NETWORKS
+from .zsm import add_reconstruction, upsample
 
 
 class MultiScaleDeformableAlign(nn.Module):
@@ -217,13 +218,9 @@ class MSTTr(VideoNetwork):
         self.fusion = nn.Conv2d(2 * nf, nf, 1)
         self.blending = nn.Conv2d(2 * nf, nf, 1)
         self.MSST_former = SpatialTemporalTransformer(nf, patchsize, channel, stack_nums, attn_residual_twice)
-        self.recon_trunk = make_layer(ResidualBlockNoBN, back_RBs, nf=nf, init_scale=0.1)
-        self.upconv1 = nn.Conv2d(nf, nf * 4, 3, 1, 1)
-        # The official hard-codes 64 (= nf, the only width its transformer accepts) from here on.
-        self.upconv2 = nn.Conv2d(nf, nf * 4, 3, 1, 1)
-        self.pixel_shuffle = nn.PixelShuffle(2)
-        self.HRconv = nn.Conv2d(nf, nf, 3, 1, 1)
-        self.conv_last = nn.Conv2d(nf, 3, 3, 1, 1)
+        # Zooming Slow-Mo's reconstruction; the official hard-codes 64 (= nf, the only width its transformer
+        # accepts) for the HR layers
+        add_reconstruction(self, nf, back_RBs, hr_nf=nf)
         self.lrelu = nn.LeakyReLU(0.1, inplace=True)
 
     def extra_inputs(self, cache_dir=None):
@@ -268,8 +265,5 @@ class MSTTr(VideoNetwork):
             seq.append(feats[:, i + 1])
         feats = self.MSST_former(torch.stack(seq, dim=1))
 
-        out = self.recon_trunk(feats.flatten(0, 1))
-        out = self.lrelu(self.pixel_shuffle(self.upconv1(out)))
-        out = self.lrelu(self.pixel_shuffle(self.upconv2(out)))
-        out = self.conv_last(self.lrelu(self.HRconv(out)))
+        out = upsample(self, self.recon_trunk(cpu_channels_last(feats.flatten(0, 1))))
         return out.view(b, 2 * n - 1, -1, 4 * hp, 4 * wp)[..., :4 * h, :4 * w]

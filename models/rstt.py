@@ -47,7 +47,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .base import VideoNetwork
-from .common import DropPath, Mlp, pad_to_multiple, shifted_window_mask, window_attention, window_pair
+from .common import (
+    DropPath,
+    Mlp,
+    cpu_channels_last,
+    pad_to_multiple,
+    shifted_window_mask,
+    window_attention,
+    window_pair,
+)
 from .registry import NETWORKS
 from .zsm import add_reconstruction, interleave, upsample
 
@@ -359,5 +367,5 @@ class RSTT(VideoNetwork):
             y = layer(y, skips[-i - 1])
             if i < len(self.upsample):
                 y = self.upsample[i](y)
-        out = upsample(self, self.recon_trunk(y[..., :h, :w].flatten(0, 1)))
+        out = upsample(self, self.recon_trunk(cpu_channels_last(y[..., :h, :w].flatten(0, 1))))
         return out.view(b, 2 * n - 1, 3, 4 * h, 4 * w) + base

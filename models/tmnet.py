@@ -50,7 +50,7 @@ import torch.nn as nn
 
 from .alignment import BiDeformableConvLSTM, PCDAlign, lrelu
 from .base import VideoNetwork
-from .common import ModulatedDeformConv2d, pad_to_multiple
+from .common import ModulatedDeformConv2d, cpu_channels_last, pad_to_multiple
 from .registry import NETWORKS
 from .zsm import ZSM_PCD, add_head, add_reconstruction, head_features, interleave, neighbour_pairs, upsample
 
@@ -130,7 +130,7 @@ class TMNet(VideoNetwork):
         seq = interleave(levels[0], self.interpolate(levels, t))
         b, frames = seq.shape[:2]
         feats = self.ConvBLSTM(seq + self.compare(seq)).flatten(0, 1)
-        out = upsample(self, self.recon_trunk(feats) + seq.flatten(0, 1))
+        out = upsample(self, self.recon_trunk(cpu_channels_last(feats)) + seq.flatten(0, 1))
         return out.view(b, frames, 3, *out.shape[-2:])[..., :4 * h, :4 * w]
 
     # --- the toolbox interface (models/base.py) -------------------------------------------------------

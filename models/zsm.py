@@ -34,7 +34,7 @@ import torch.nn as nn
 
 from .alignment import BiDeformableConvLSTM, PCDAlign, add_pyramid_convs, feature_pyramid, lrelu
 from .base import VideoNetwork
-from .common import ResidualBlockNoBN, make_layer, pad_to_multiple
+from .common import ResidualBlockNoBN, cpu_channels_last, make_layer, pad_to_multiple
 from .registry import NETWORKS
 
 # Zooming Slow-Mo's deformable convs are DCNv2's ``DCN_sep``, whose offset conv is ``conv_offset_mask``.
@@ -70,11 +70,12 @@ def add_reconstruction(m, nf=64, back_RBs=40, hr_nf=64):
 
 
 def upsample(m, x):
-    """(b, nf, h, w) -> (b, 3, 4h, 4w) through the layers of ``add_reconstruction`` after the trunk:
-    2 x (conv, PixelShuffle 2, LeakyReLU 0.1), HRconv + LeakyReLU, conv_last."""
-    x = lrelu(m.pixel_shuffle(m.upconv1(x)))
+    """(b, nf, h, w) -> (b, 3, 4h, 4w) contiguous, through the layers of ``add_reconstruction`` after the trunk
+    (also MSTT's and MSITF's): 2 x (conv, PixelShuffle 2, LeakyReLU 0.1), HRconv + LeakyReLU, conv_last; in
+    channels_last memory on the CPU (``cpu_channels_last``)."""
+    x = lrelu(m.pixel_shuffle(m.upconv1(cpu_channels_last(x))))
     x = lrelu(m.pixel_shuffle(m.upconv2(x)))
-    return m.conv_last(lrelu(m.HRconv(x)))
+    return m.conv_last(lrelu(m.HRconv(x))).contiguous()
 
 
 def neighbour_pairs(levels):
@@ -117,5 +118,5 @@ class ZSM(VideoNetwork):
         levels = head_features(self, x)
         missing = self.fusion(self.pcd_align(*neighbour_pairs(levels)))
         seq = interleave(levels[0], missing.view(b, n - 1, 1, *missing.shape[1:]))
-        out = upsample(self, self.recon_trunk(self.ConvBLSTM(seq).flatten(0, 1)))
+        out = upsample(self, self.recon_trunk(cpu_channels_last(self.ConvBLSTM(seq).flatten(0, 1))))
         return out.view(b, 2 * n - 1, 3, *out.shape[-2:])[..., :4 * h, :4 * w]
