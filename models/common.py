@@ -7,6 +7,7 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 from torchvision.ops import deform_conv2d
 
 
@@ -59,9 +60,11 @@ def modulated_deform_sample(x, offset, mask=None, kernel_size=3, padding=1, dila
         ys = torch.arange(ho, device=x.device, dtype=dtype).view(ho, 1) + tap_y
         xs = torch.arange(wo, device=x.device, dtype=dtype).view(1, wo) + tap_x
         # pixel coordinates -> grid_sample's [-1, 1] with align_corners=False (valid for any size, even 1)
-        gy = (2 * (ys + off[:, :, :, 0]) + 1) / h - 1
-        gx = (2 * (xs + off[:, :, :, 1]) + 1) / w - 1
+        # the official arithmetic in place on one new tensor per axis (each step would otherwise allocate one)
+        gy = (ys + off[:, :, :, 0]).mul_(2).add_(1).div_(h).sub_(1)
+        gx = (xs + off[:, :, :, 1]).mul_(2).add_(1).div_(w).sub_(1)
         grid = torch.stack((gx, gy), dim=-1).view(b * g, kk * ho, wo, 2)
+        del gx, gy
         out = F.grid_sample(x.to(dtype).reshape(b * g, c // g, h, w), grid, mode='bilinear', padding_mode='zeros',
                             align_corners=False).view(b, g, c // g, kk, ho, wo)
         if mask is not None:
@@ -145,6 +148,11 @@ class ModulatedDeformConv2d(nn.Module):
         bias = None if self.bias is None else self.bias.to(dtype)
         sampled = self.impl == 'sampled' or (self.impl == 'auto' and x.device.type == 'cpu' and self.stride == 1)
         with torch.autocast(x.device.type, enabled=False):
+            if sampled and torch.is_grad_enabled():
+                # recomputed in backward: autograd would keep two copies of the 9 x channels sampled columns,
+                # 5x the memory of the inputs kept instead (which torchvision's op keeps too)
+                return checkpoint(deform_conv2d_sampled, *args, bias, self.padding, self.dilation, mask.to(dtype),
+                                  use_reentrant=False, preserve_rng_state=False)
             if sampled:
                 return deform_conv2d_sampled(*args, bias, self.padding, self.dilation, mask.to(dtype))
             return deform_conv2d(*args, bias, stride=self.stride, padding=self.padding, dilation=self.dilation,
@@ -156,6 +164,15 @@ def cpu_channels_last(x):
     wide reconstruction layers run 1.2x (64 channels at LR) to 2x (64 -> 3 at HR) faster on NHWC than on NCHW.
     Same values; the layout follows the tensor through the convolutions that come after it."""
     return x.contiguous(memory_format=torch.channels_last) if x.device.type == 'cpu' and x.dim() == 4 else x
+
+
+def per_image(fn, x):
+    """``fn(x)`` for a batch of images (b, ...), one image at a time when autograd is off: the high-resolution
+    layers at the end of a network then hold one frame's activations instead of every frame's, which is where
+    inference peaks; with autograd all at once (every activation is kept for backward anyway)."""
+    if torch.is_grad_enabled() or x.shape[0] == 1:
+        return fn(x)
+    return torch.cat([fn(x[i:i + 1]) for i in range(x.shape[0])])
 
 
 def pad_to_multiple(x, multiple, mode='constant'):

@@ -56,6 +56,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .base import VideoNetwork
+from .common import cpu_channels_last
 from .flow import FlowInputs, compute_flow
 from .registry import NETWORKS
 
@@ -497,8 +498,9 @@ class STARnet(VideoNetwork):
         official units (``official_flow``) on the way in; outputs are de-normalised.
         """
         b, n = lq.shape[:2]
-        ht, h1, h2, _ = self(*self.pair_inputs(lq, extras), train=False)
-        return denormalise(assemble_clip(*(x.unflatten(0, (b, n - 1)) for x in (ht, h1, h2))))
+        # NHWC on the CPU: inference 1.27x faster at 64x112 (training is not, so it keeps NCHW)
+        ht, h1, h2, _ = self(*(cpu_channels_last(x) for x in self.pair_inputs(lq, extras)), train=False)
+        return denormalise(assemble_clip(*(x.unflatten(0, (b, n - 1)) for x in (ht, h1, h2)))).contiguous()
 
     def configure_loss(self, train_obj='STAR', perceptual=False, feature_weight=0.1, flow_weight=0.1,
                        feature_extractor=None):

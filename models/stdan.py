@@ -20,10 +20,11 @@ import math
 
 import torch
 import torch.nn as nn
+from torch.utils.checkpoint import checkpoint
 
 from .alignment import EasyPCD, PCDAlign, add_pyramid_convs, feature_pyramid, lrelu
 from .base import VideoNetwork
-from .common import modulated_deform_sample, pad_to_multiple
+from .common import modulated_deform_sample, pad_to_multiple, per_image
 from .registry import NETWORKS
 from .swinir import SwinIRBody
 
@@ -47,6 +48,11 @@ class DeformableSampling(nn.Module):
     def forward(self, feat, *inputs):
         o1, o2, m = torch.chunk(self.conv_offset_mask(feat), 3, dim=1)
         offset, mask = torch.cat((o1, o2), dim=1), torch.sigmoid(m)
+        if torch.is_grad_enabled():
+            # recomputed in backward rather than kept: the sampling's grid and unmasked samples are 2.5x the size
+            # of its inputs (as ModulatedDeformConv2d does)
+            return tuple(checkpoint(modulated_deform_sample, x, offset, mask, self.kernel_size, self.kernel_size // 2,
+                                    use_reentrant=False, preserve_rng_state=False) for x in inputs)
         return tuple(modulated_deform_sample(x, offset, mask, self.kernel_size, self.kernel_size // 2)
                      for x in inputs)
 
@@ -239,6 +245,6 @@ class STDAN(VideoNetwork):
         feats = torch.stack([pyramids[0][:, 0]] + [f for i in range(n - 1)
                                                    for f in (mid[:, i], pyramids[0][:, i + 1])], dim=1)
         feats = self.feature_recon(self.stdfa(feats))
-        out = self.conv_last(self.upsample(self.conv_before_upsample(feats)))
+        out = per_image(lambda f: self.conv_last(self.upsample(self.conv_before_upsample(f))), feats)
         s = self.scale
         return out.view(b, 2 * n - 1, 3, s * hp, s * wp)[..., :s * h, :s * w]

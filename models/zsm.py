@@ -34,7 +34,7 @@ import torch.nn as nn
 
 from .alignment import BiDeformableConvLSTM, PCDAlign, add_pyramid_convs, feature_pyramid, lrelu
 from .base import VideoNetwork
-from .common import ResidualBlockNoBN, cpu_channels_last, make_layer, pad_to_multiple
+from .common import ResidualBlockNoBN, cpu_channels_last, make_layer, pad_to_multiple, per_image
 from .registry import NETWORKS
 
 # Zooming Slow-Mo's deformable convs are DCNv2's ``DCN_sep``, whose offset conv is ``conv_offset_mask``.
@@ -72,10 +72,13 @@ def add_reconstruction(m, nf=64, back_RBs=40, hr_nf=64):
 def upsample(m, x):
     """(b, nf, h, w) -> (b, 3, 4h, 4w) contiguous, through the layers of ``add_reconstruction`` after the trunk
     (also MSTT's and MSITF's): 2 x (conv, PixelShuffle 2, LeakyReLU 0.1), HRconv + LeakyReLU, conv_last; in
-    channels_last memory on the CPU (``cpu_channels_last``)."""
-    x = lrelu(m.pixel_shuffle(m.upconv1(cpu_channels_last(x))))
-    x = lrelu(m.pixel_shuffle(m.upconv2(x)))
-    return m.conv_last(lrelu(m.HRconv(x))).contiguous()
+    channels_last memory on the CPU (``cpu_channels_last``), one frame at a time without autograd
+    (``per_image``)."""
+    def layers(x):
+        x = lrelu(m.pixel_shuffle(m.upconv1(cpu_channels_last(x))))
+        x = lrelu(m.pixel_shuffle(m.upconv2(x)))
+        return m.conv_last(lrelu(m.HRconv(x))).contiguous()
+    return per_image(layers, x)
 
 
 def neighbour_pairs(levels):
