@@ -166,11 +166,20 @@ def cpu_channels_last(x):
     return x.contiguous(memory_format=torch.channels_last) if x.device.type == 'cpu' and x.dim() == 4 else x
 
 
+_is_compiling = getattr(torch.compiler, 'is_compiling', None) or torch._dynamo.is_compiling  # torch < 2.3
+
+
+def _tracing():
+    """True inside torch.export, torch.compile or torch.jit.trace."""
+    return _is_compiling() or torch.jit.is_tracing()
+
+
 def per_image(fn, x):
     """``fn(x)`` for a batch of images (b, ...), one image at a time when autograd is off: the high-resolution
     layers at the end of a network then hold one frame's activations instead of every frame's, which is where
-    inference peaks; with autograd all at once (every activation is kept for backward anyway)."""
-    if torch.is_grad_enabled() or x.shape[0] == 1:
+    inference peaks; with autograd all at once (every activation is kept for backward anyway), and all at once
+    when traced or compiled, where a loop over the batch would fix the graph's batch size."""
+    if torch.is_grad_enabled() or _tracing() or x.shape[0] == 1:
         return fn(x)
     return torch.cat([fn(x[i:i + 1]) for i in range(x.shape[0])])
 

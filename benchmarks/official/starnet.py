@@ -32,15 +32,20 @@ import inspect
 import torch.nn.functional as F
 
 from models.flow import FlowInputs
-from models.starnet import STARnet, assemble_clip, flow_targets, lr_targets
+from models.starnet import (
+    STARnet,
+    assemble_clip,
+    denormalise,
+    flow_targets,
+    lr_targets,
+    normalise,
+    official_flow,
+)
 
 from . import official_import
 
 REPOSITORY = 'alterzero/STARnet'
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)  # data.transform's Normalize
-IMAGENET_STD = (0.229, 0.224, 0.225)
-MAX_FLOW = 150.  # dataset.max_flow
 
 # main.py's objective (and main_refinement_flow.py's, --train_obj STAR, its default): per output (ht, h1, h2, l)
 # the L1 of its two stages weighted 0.4 and 1.0 (mse_loss_calc: w_begin 0.4, w_interval 0.6); the VGG feature
@@ -78,24 +83,6 @@ def build(root, spec):
     return net
 
 
-def imagenet(x):
-    """RGB in [0, 1], channels at dim -3 -> the official network's input scale (``data.transform``)."""
-    mean, std = (x.new_tensor(v).view(3, 1, 1) for v in (IMAGENET_MEAN, IMAGENET_STD))
-    return (x - mean) / std
-
-
-def from_imagenet(x):
-    """The exact inverse of ``imagenet``."""
-    mean, std = (x.new_tensor(v).view(3, 1, 1) for v in (IMAGENET_MEAN, IMAGENET_STD))
-    return x * std + mean
-
-
-def official_units(flow):
-    """Pixel flows (..., h, w, 2) (``models.flow``) -> the official (..., 2, h, w): ``dataset.get_flow``'s
-    clipping to +-150 and ``rescale_flow(flow, -1, 1)``, i.e. -flow / 150."""
-    return -flow.clamp(-MAX_FLOW, MAX_FLOW).movedim(-1, -3) / MAX_FLOW
-
-
 def pair_inputs(net, lq, extras):
     """(t_im1, t_im2, t_flow_f, t_flow_b), each (b * (n-1), c, h, w), of the n-1 adjacent pairs of each clip.
 
@@ -105,8 +92,8 @@ def pair_inputs(net, lq, extras):
     flows = (extras or {}).get('flows')
     if flows is None:
         flows = net.flow_inputs(lq)['flows']
-    flows = official_units(flows.to(device=lq.device, dtype=lq.dtype))
-    x = imagenet(lq)
+    flows = official_flow(flows.to(device=lq.device, dtype=lq.dtype))
+    x = normalise(lq)
     return x[:, :-1].flatten(0, 1), x[:, 1:].flatten(0, 1), flows[:, :, 0].flatten(0, 1), flows[:, :, 1].flatten(0, 1)
 
 
@@ -116,7 +103,7 @@ def forward(net, lq, extras):
     pair, assembled into the clip."""
     b, n = lq.shape[:2]
     ht, h1, h2, _ = net(*pair_inputs(net, lq, extras), train=False)
-    return from_imagenet(assemble_clip(*(x.unflatten(0, (b, n - 1)) for x in (ht, h1, h2))))
+    return denormalise(assemble_clip(*(x.unflatten(0, (b, n - 1)) for x in (ht, h1, h2))))
 
 
 def _pixel_term(stages, target):
@@ -146,7 +133,7 @@ def training_loss(net, lq, gt, extras, criterion=None, features=None):
     h, w = lq.shape[-2:]
     outputs = net(*pair_inputs(net, lq, extras), train=True)
     lq_mid = lr_targets(gt[:, 1::2], (h, w))
-    targets = [imagenet(x).flatten(0, 1) for x in (gt[:, 1::2], gt[:, 0:-1:2], gt[:, 2::2], lq_mid)]
+    targets = [normalise(x).flatten(0, 1) for x in (gt[:, 1::2], gt[:, 0:-1:2], gt[:, 2::2], lq_mid)]
 
     per_output = list(zip(TARGET_WEIGHTS, outputs[:4], targets))
     loss = sum(weight * _pixel_term(stages, target) for weight, stages, target in per_output)
