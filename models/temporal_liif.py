@@ -209,7 +209,8 @@ class TemporalLIIF(VideoNetwork):
             index = [nearest_index(shifted[..., i], n) for i, n in enumerate((t, h, w))]
             q_coord = torch.stack([centres[i][index[i]] for i in range(3)], -1)
             rel_coord = (coord - q_coord) * sizes
-            tail = torch.cat([rel_coord] + ([rel_cell] if self.cell_decode else []), dim=-1)
+            # the coordinates are float32 whatever the features are, as in the official MLP input's cat
+            tail = torch.cat([rel_coord] + ([rel_cell] if self.cell_decode else []), dim=-1).to(table.dtype)
             x = torch.addmm(first.bias, tail.view(b * q, -1), w_rest.t()).view(b, q, hidden)
             x = x.add_(table[batch, (index[0] * h + index[1]) * w + index[2]])
             preds.append(rest(x))

@@ -127,6 +127,19 @@ def test_query_is_the_mlp_on_the_unfolded_neighbourhood_anywhere(feat_unfold, ce
         assert_close_to_scale(net.query(feat, coord, cell), net.imnet(torch.cat(inp, -1)))
 
 
+def test_a_float64_network_renders_what_the_float32_one_does():
+    """Queries' coordinates are float32; the network in float64 (as the official one runs, its MLP input's cat
+    promoting them) renders the float32 network's video, to float32's precision."""
+    torch.manual_seed(0)
+    net = tiny().eval()
+    lq = torch.rand(1, 2, 3, 6, 7)
+    with torch.no_grad():
+        single = net.render(lq, times=[0, 0.25, 1], size=(10, 9))
+        double = net.double().render(lq.double(), times=[0, 0.25, 1], size=(10, 9))
+    assert double.dtype == torch.float64
+    assert_close_to_scale(single, double.float())
+
+
 def test_time_convention():
     """Input frame k of n sits at its make_coord centre; instant k + 1/2 on the border between k and k + 1."""
     torch.testing.assert_close(torch.tensor(instant_to_t(range(4), 4)), make_coord(4))
