@@ -209,7 +209,7 @@ class TemporalLIIF(VideoNetwork):
             index = [nearest_index(shifted[..., i], n) for i, n in enumerate((t, h, w))]
             q_coord = torch.stack([centres[i][index[i]] for i in range(3)], -1)
             rel_coord = (coord - q_coord) * sizes
-            # the coordinates are float32 whatever the features are, as in the official MLP input's cat
+            # float32 coordinates meet float16/bfloat16 features in the first layer
             tail = torch.cat([rel_coord] + ([rel_cell] if self.cell_decode else []), dim=-1).to(table.dtype)
             x = torch.addmm(first.bias, tail.view(b * q, -1), w_rest.t()).view(b, q, hidden)
             x = x.add_(table[batch, (index[0] * h + index[1]) * w + index[2]])
@@ -242,7 +242,9 @@ class TemporalLIIF(VideoNetwork):
         size = (4 * h, 4 * w) if size is None else tuple(size)
         chunk = chunk or QUERY_CHUNK
         feat = self.encode(normalise(lq))
-        coord, cell = video_queries(n, times, size, cell_t, lq.device)
+        # coordinates in float32, or float64 for a float64 network (never coarser: bf16 would misplace queries)
+        dtype = torch.promote_types(torch.float32, lq.dtype)
+        coord, cell = (x.to(dtype) for x in video_queries(n, times, size, cell_t, lq.device))
         out = torch.cat([self.query(feat, coord[i:i + chunk].expand(b, -1, 3), cell[i:i + chunk].expand(b, -1, 3))
                          for i in range(0, len(coord), chunk)], dim=1)
         return to_video(out, len(times), size)

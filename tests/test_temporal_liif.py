@@ -127,17 +127,18 @@ def test_query_is_the_mlp_on_the_unfolded_neighbourhood_anywhere(feat_unfold, ce
         assert_close_to_scale(net.query(feat, coord, cell), net.imnet(torch.cat(inp, -1)))
 
 
-def test_a_float64_network_renders_what_the_float32_one_does():
-    """Queries' coordinates are float32; the network in float64 (as the official one runs, its MLP input's cat
-    promoting them) renders the float32 network's video, to float32's precision."""
+@pytest.mark.parametrize('dtype, rel', [(torch.float64, 1e-5), (torch.bfloat16, 5e-2)])
+def test_the_network_in_another_dtype_renders_what_the_float32_one_does(dtype, rel):
+    """In float64 and in bfloat16 the network renders the float32 network's video to that precision: the
+    query coordinates are float64 or float32, never coarser."""
     torch.manual_seed(0)
     net = tiny().eval()
     lq = torch.rand(1, 2, 3, 6, 7)
     with torch.no_grad():
         single = net.render(lq, times=[0, 0.25, 1], size=(10, 9))
-        double = net.double().render(lq.double(), times=[0, 0.25, 1], size=(10, 9))
-    assert double.dtype == torch.float64
-    assert_close_to_scale(single, double.float())
+        other = net.to(dtype).render(lq.to(dtype), times=[0, 0.25, 1], size=(10, 9))
+    assert other.dtype == torch.promote_types(torch.float32, dtype)  # the ensemble weights are float32 or finer
+    assert_close_to_scale(other.float(), single, rel)
 
 
 def test_time_convention():

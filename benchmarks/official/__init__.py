@@ -21,6 +21,8 @@ and, where the official data loader makes more than our ``training_batch`` does,
 
     loader_extras(ours, lq, gt)      {name: tensor} the official loader makes for a training batch (STARnet's
                                      flow targets), given to both sides so that neither step times it
+    EQUALITY_DTYPE                   the dtype both sides' outputs are compared in (default torch.float64; an
+                                     official code that cannot run in float64 names torch.float32)
 
 ``build`` raises :class:`OfficialUnavailable` (one line: what is missing and where) when the checkout, a module
 or a dependency of the official code is not there.

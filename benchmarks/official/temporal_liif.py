@@ -40,6 +40,8 @@ from . import cuda_calls_to, official_import
 REPOSITORY = 'ggcr/Super-Temporal-LIIF'
 
 QUERY_CHUNK = 30000  # demo.py: batched_predict(..., bsize=30000)
+# liif.py's make_coord is float32 whatever the features are, and its grid_sample calls need both in one dtype
+EQUALITY_DTYPE = torch.float32
 
 
 def build(root, spec):
