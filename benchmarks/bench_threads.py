@@ -1,6 +1,6 @@
 """The demo's training step on an idle and on a loaded CPU, by OpenMP wait policy and thread count.
 
-    python benchmarks/bench_threads.py                          # 1, 2 and auto threads, PASSIVE and ACTIVE, idle and loaded
+    python benchmarks/bench_threads.py      # 1, 2 and auto threads, PASSIVE and ACTIVE, idle and loaded
     python benchmarks/bench_threads.py --threads 0 --burners 0 1 2 --iters 30
 
 Each run is ``python main.py`` on the demo's options (options/train/demo.yml: the small MSITF on septuplets of

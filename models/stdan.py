@@ -4,8 +4,8 @@ Re-implementation of littlewhitesea/STDAN @1f10a1d ``codes/models/modules/sttran
 parts ``dconv.py::PCD_Align_modified``, ``def_enc_dec.py::STDFA`` and ``trans_enc_dec.py::Spatial_decoder``
 (here ``models.swinir.SwinIRBody``). Attribute names follow the official ones, so the authors' checkpoint
 ``STDAN_20220306.pth`` loads with ``strict=True`` and no conversion. The compiled DCNv2 ops are replaced by
-``models.common.ModulatedDeformConv2d`` (the modulated deformable convs, in ``models.alignment``) and by ``models.common.modulated_deform_sample``
-(the deformable sampling of STDFA, through ``grid_sample``).
+``models.common.ModulatedDeformConv2d`` (the modulated deformable convs, in ``models.alignment``) and by
+``models.common.modulated_deform_sample`` (the deformable sampling of STDFA, through ``grid_sample``).
 
 Pipeline (nf = 64, embed_dim = 72):
   1. conv 3 -> nf + LeakyReLU(0.1), a SwinIR body (2 RSTB of depth 6) per LR frame, and a 3-level pyramid.
