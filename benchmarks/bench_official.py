@@ -13,6 +13,8 @@ For each network, at the official configuration (our constructor defaults) and t
    forward of each, in float64, on the same input must agree to 1e-9 of the output's scale (the printed "max
    diff"; float64, because float32 rounding can flip a discrete choice such as STDAN's top-k and move a few
    pixels by 1e-4 while the functions are the same); a row whose outputs differ is marked, timings still shown.
+   An adapter whose official code cannot run in float64 names float32 (``EQUALITY_DTYPE``; Temporal-LIIF):
+   its cell says so and must agree to 1e-4.
 2. Time, in one process, on ``--threads`` threads: ``--warmup`` untimed calls of each, then ``--repeat``
    rounds alternating ours and official (ABBA order, so a drift of the machine's speed hits both alike).
    "ratio" = median official / median ours (> 1: ours is faster). The forward is the network's inference
@@ -200,7 +202,7 @@ def row_cells(name, results, memory):
 
 HEADER = ['network', 'forward: LR in -> HR out', 'train: LR patch', 'official fwd s', 'ours fwd s', 'fwd ratio',
           'official train s', 'ours train s', 'train ratio', 'fwd peak MiB official / ours',
-          'train peak MiB official / ours', 'max diff (float64, rel.)', 'notes']
+          'train peak MiB official / ours', 'max diff (rel.)', 'notes']
 
 
 def main(argv=None):

@@ -77,7 +77,6 @@ def official_import(root, tag, stand_ins=None):
         importlib.invalidate_caches()
 
 
-
 def configuration(cls, spec, official_arguments, official_name):
     """Our constructor's arguments for ``spec``, defaults filled in. The official class takes only
     ``official_arguments`` and hard-codes the values our other arguments default to, so those may only be given
