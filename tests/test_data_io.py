@@ -5,17 +5,8 @@ import cv2
 import numpy as np
 import pytest
 
-from data.io import (
-    folder_exists,
-    keep_existing,
-    list_images,
-    natural_sort,
-    read_frames,
-    read_image,
-    read_list,
-    to_float,
-    write_image,
-)
+from data.io import folder_exists, keep_existing, list_images, natural_sort, read_frames
+from data.io import read_image, read_list, to_float, write_image
 from tests.conftest import require
 from utils.errors import DataError
 
