@@ -5,6 +5,7 @@ Frames are numpy arrays ``(H, W, 3)``, RGB, with the dtype they are stored with:
 Every problem with an input file raises :class:`DataError` with one line naming the file and what was expected;
 the command-line tools map it to exit code 2.
 """
+import contextlib
 import os
 import re
 import tempfile
@@ -172,8 +173,9 @@ def write_image(path, img):
             f.write(encoded.tobytes())
         publish(tmp)
         os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
+    except BaseException:  # a signal raised (engine.cli) just after the rename finds no temporary file left
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
         raise
 
 

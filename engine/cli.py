@@ -1,7 +1,9 @@
 """How every command-line entry point reports a user's mistake: one line on stderr, exit code 2."""
+import contextlib
 import re
 import signal
 import sys
+import threading
 
 from utils.errors import USER_ERRORS, Interrupted
 
@@ -23,6 +25,25 @@ def raise_on_sigterm():
         raise Interrupted(signum, 'stopped by SIGTERM; nothing was written')
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+@contextlib.contextmanager
+def signals_held():
+    """SIGINT and SIGTERM wait until the block has run (several outputs renamed into place: all or none), then
+    raise :class:`Interrupted` saying the outputs were written. Off the main thread (where handlers cannot be
+    set) the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = []
+    previous = {s: signal.signal(s, lambda signum, frame: held.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if held:
+        raise Interrupted(held[0], f'stopped by {signal.Signals(held[0]).name} after every output was written')
 
 
 def run(main, argv=None):

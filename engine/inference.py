@@ -65,6 +65,7 @@ from data.video import VideoReader, VideoWriter
 from utils.errors import DataError, OptionsError
 
 from .checkpoint import rebuild_network, resolve_checkpoint
+from .cli import signals_held
 from .dist import resolve_device
 from .logger import progress
 from .memory import MemoryMeter, format_bytes
@@ -499,6 +500,7 @@ def run_inference(net, source, options):
     start = time.time()
     reader = WindowReader(source)
     bar = progress(total=frames_out, enabled=options.progress, unit='frame', desc='infer', dynamic_ncols=True)
+    committed = False
     try:
         for window in windows:
             frames = reader.get(window.inputs)
@@ -508,11 +510,14 @@ def run_inference(net, source, options):
                 for writer in writers:
                     writer.write(index, frame)
                 bar.update(1)
-        for writer in writers:
-            writer.commit()
+        with signals_held():  # a stop request waits until every output is in place (all or none)
+            for writer in writers:
+                writer.commit()
+            committed = True
     except BaseException:
-        for writer in writers:
-            writer.abort()
+        if not committed:
+            for writer in writers:
+                writer.abort()
         raise
     finally:
         bar.close()

@@ -1,10 +1,12 @@
 """Frame reading/writing, list files and natural sort (data/io.py)."""
 import logging
+import os
 
 import cv2
 import numpy as np
 import pytest
 
+import data.io
 from data.io import folder_exists, keep_existing, list_images, natural_sort, read_frames
 from data.io import read_image, read_list, to_float, write_image
 from tests.conftest import require
@@ -62,6 +64,24 @@ def test_write_image_round_trips_and_leaves_no_temporary_file(tmp_path):
     assert [p.name for p in (tmp_path / 'sub').iterdir()] == ['x.png']
     with pytest.raises(DataError, match='y.png'):
         write_image(tmp_path / 'y.png', img.astype(np.float32))
+
+
+@pytest.mark.parametrize('after_rename', [False, True])
+def test_a_signal_during_write_image_propagates_and_leaves_no_temporary_file(tmp_path, monkeypatch, after_rename):
+    """A stop request raised (as engine.cli's signal handler raises it) just before or just after the rename
+    reaches the caller as itself, with no temporary file left (after the rename the frame is complete)."""
+    img = np.zeros((4, 6, 3), np.uint8)
+    rename = os.replace
+
+    def interrupted_replace(src, dst):
+        if after_rename:
+            rename(src, dst)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(data.io.os, 'replace', interrupted_replace)
+    with pytest.raises(KeyboardInterrupt):
+        write_image(tmp_path / 'x.png', img)
+    assert [p.name for p in tmp_path.iterdir()] == (['x.png'] if after_rename else [])
 
 
 def test_natural_sort_orders_by_frame_number():

@@ -26,7 +26,7 @@ from engine.training import RunLock
 from models import build_network
 from tests.conftest import ROOT, load_script
 from tests.support import CONFIGS, NETWORK, options, run, smooth_frame, weights
-from utils.errors import CheckpointError, OptionsError
+from utils.errors import CheckpointError, Interrupted, OptionsError
 
 TEST_CLI = load_script('test.py', 'stvsr_test_cli_hostile')
 BICUBIC = {'type': 'BicubicBlend'}
@@ -279,6 +279,34 @@ def test_13_a_signal_stops_inference_leaving_nothing(tmp_path):
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 128 + signum and err.count('\n') == 1 and 'stopped' in err, err
         assert tree_of(tmp_path) == before
+
+
+def test_13_a_signal_during_the_final_renames_waits_until_every_output_is_in_place(tmp_path, monkeypatch):
+    """SIGTERM while the first of two outputs is renamed into place: both are completed, then the run stops
+    with a message saying so (not "nothing was written"), and the handler in force before is back."""
+    import engine.inference
+    from engine.cli import raise_on_sigterm
+    clip = frames_folder(tmp_path / 'clip')
+    outputs = (tmp_path / 'up', tmp_path / 'up.mp4')
+    commit = engine.inference.FramesOutput.commit
+
+    def commit_and_signal(self):
+        os.kill(os.getpid(), signal.SIGTERM)
+        commit(self)
+
+    monkeypatch.setattr(engine.inference.FramesOutput, 'commit', commit_and_signal)
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        raise_on_sigterm()
+        handler = signal.getsignal(signal.SIGTERM)
+        with pytest.raises(Interrupted, match='after every output was written') as stop:
+            run_inference(build_network(BICUBIC), open_input(clip), InferenceOptions(outputs=outputs, progress=False))
+        assert stop.value.signum == signal.SIGTERM and signal.getsignal(signal.SIGTERM) is handler
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    assert len(list_images(outputs[0])) == 7 and outputs[1].stat().st_size > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['clip', 'up', 'up.mp4']
 
 
 def test_14_unwritable_outputs_are_found_before_the_work(tmp_path):
