@@ -73,6 +73,14 @@ def modulated_deform_sample(x, offset, mask=None, kernel_size=3, padding=1, dila
     return out.view(b, c * kk, ho, wo).to(x.dtype)
 
 
+def recomputed_in_backward(fn, *args):
+    """``fn(*args)``; when autograd records, its intermediates are recomputed in backward instead of kept
+    (activation checkpointing; no RNG in the deformable sampling it serves, so no RNG state is saved)."""
+    if not torch.is_grad_enabled():
+        return fn(*args)
+    return checkpoint(fn, *args, use_reentrant=False, preserve_rng_state=False)
+
+
 def deform_conv2d_sampled(x, offset, weight, bias=None, padding=1, dilation=1, mask=None):
     """Modulated deformable convolution (stride 1) as ``modulated_deform_sample`` plus one matrix product.
 
@@ -148,13 +156,11 @@ class ModulatedDeformConv2d(nn.Module):
         bias = None if self.bias is None else self.bias.to(dtype)
         sampled = self.impl == 'sampled' or (self.impl == 'auto' and x.device.type == 'cpu' and self.stride == 1)
         with torch.autocast(x.device.type, enabled=False):
-            if sampled and torch.is_grad_enabled():
-                # recomputed in backward: autograd would keep two copies of the 9 x channels sampled columns,
-                # 5x the memory of the inputs kept instead (which torchvision's op keeps too)
-                return checkpoint(deform_conv2d_sampled, *args, bias, self.padding, self.dilation, mask.to(dtype),
-                                  use_reentrant=False, preserve_rng_state=False)
             if sampled:
-                return deform_conv2d_sampled(*args, bias, self.padding, self.dilation, mask.to(dtype))
+                # autograd would keep two copies of the 9 x channels sampled columns, 5x the memory of the inputs
+                # kept instead (which torchvision's op keeps too)
+                return recomputed_in_backward(deform_conv2d_sampled, *args, bias, self.padding, self.dilation,
+                                              mask.to(dtype))
             return deform_conv2d(*args, bias, stride=self.stride, padding=self.padding, dilation=self.dilation,
                                  mask=mask.to(dtype))
 

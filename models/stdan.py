@@ -20,11 +20,10 @@ import math
 
 import torch
 import torch.nn as nn
-from torch.utils.checkpoint import checkpoint
 
 from .alignment import EasyPCD, PCDAlign, add_pyramid_convs, feature_pyramid, lrelu
 from .base import VideoNetwork
-from .common import modulated_deform_sample, pad_to_multiple, per_image
+from .common import modulated_deform_sample, pad_to_multiple, per_image, recomputed_in_backward
 from .registry import NETWORKS
 from .swinir import SwinIRBody
 
@@ -48,13 +47,9 @@ class DeformableSampling(nn.Module):
     def forward(self, feat, *inputs):
         o1, o2, m = torch.chunk(self.conv_offset_mask(feat), 3, dim=1)
         offset, mask = torch.cat((o1, o2), dim=1), torch.sigmoid(m)
-        if torch.is_grad_enabled():
-            # recomputed in backward rather than kept: the sampling's grid and unmasked samples are 2.5x the size
-            # of its inputs (as ModulatedDeformConv2d does)
-            return tuple(checkpoint(modulated_deform_sample, x, offset, mask, self.kernel_size, self.kernel_size // 2,
-                                    use_reentrant=False, preserve_rng_state=False) for x in inputs)
-        return tuple(modulated_deform_sample(x, offset, mask, self.kernel_size, self.kernel_size // 2)
-                     for x in inputs)
+        # in training the sampling's grid and unmasked samples (2.5x the size of its inputs) are not kept
+        return tuple(recomputed_in_backward(modulated_deform_sample, x, offset, mask, self.kernel_size,
+                                            self.kernel_size // 2) for x in inputs)
 
 
 class LSTFIStep(PCDAlign):
