@@ -25,7 +25,8 @@ For each network, at the official configuration (our constructor defaults) and t
    that imports both implementations, builds one, makes the input and runs the call once: the process's
    resident-set high-water mark (VmHWM) after the call, in MiB, so weights, imports and the call's
    activations all count, alike on both sides; the median of ``--memory-repeat`` (3) processes (single
-   figures vary by up to 100 MiB from one process to the next).
+   figures mostly vary by up to 100 MiB from one process to the next, with rare outliers: Temporal-LIIF's
+   training step measured 2605 MiB once against 1209-1220 in eight other processes).
 
 Flows (MSTT, STARnet) are computed once, before timing, by our ``extra_inputs`` and given to both sides, as a
 data loader would, and so are STARnet's flow targets in training (the official loader computes them; our
@@ -45,6 +46,7 @@ import torch  # noqa: E402
 
 import models  # noqa: E402,F401  (fills the registry)
 from bench_networks import cpu_model, run_isolated, setup  # noqa: E402
+from engine.memory import peak_resident  # noqa: E402
 from models import build_network  # noqa: E402
 from models.losses import CharbonnierLoss  # noqa: E402
 from official import OfficialUnavailable, msitf, mstt, starnet, stdan, temporal_liif  # noqa: E402
@@ -161,10 +163,7 @@ def peak_rss(name, official_root, which, kind, threads):
         pair.ours = None  # only the official network stays alive (ours was its source of weights)
     fn = pair.step_fn(which) if kind == 'train' else (lambda: pair.forward(which))
     fn()
-    for line in Path('/proc/self/status').read_text().splitlines():
-        if line.startswith('VmHWM:'):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError('no VmHWM in /proc/self/status')
+    return peak_resident() / 2 ** 20
 
 
 # ---------------------------------------------------------------- table

@@ -35,6 +35,14 @@ def _max_rss():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == 'darwin' else 1024)
 
 
+def peak_resident():
+    """The process's resident-set high-water mark, in bytes (Linux's VmHWM; elsewhere the all-time peak)."""
+    try:
+        return _proc_status('VmHWM')
+    except OSError:
+        return _max_rss()
+
+
 def _reset_peak():
     """Reset Linux's peak resident set (VmHWM) to the current one; False where that is not possible."""
     try:
@@ -80,7 +88,7 @@ class MemoryMeter:
             before = self.current()
             _reset_peak()
             fn()
-            grown = _proc_status('VmHWM') - before
+            grown = peak_resident() - before
         else:
             before = _max_rss()
             fn()
