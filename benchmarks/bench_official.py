@@ -26,7 +26,7 @@ For each network, at the official configuration (our constructor defaults) and t
    resident-set high-water mark (VmHWM) after the call, in MiB, so weights, imports and the call's
    activations all count, alike on both sides; the median of ``--memory-repeat`` (3) processes (single
    figures mostly vary by up to 100 MiB from one process to the next, with rare outliers: Temporal-LIIF's
-   training step measured 2605 MiB once against 1209-1220 in eight other processes).
+   training step measured 2605 MiB once where four medians of three processes were 1209-1220 MiB).
 
 Flows (MSTT, STARnet) are computed once, before timing, by our ``extra_inputs`` and given to both sides, as a
 data loader would, and so are STARnet's flow targets in training (the official loader computes them; our
