@@ -482,13 +482,10 @@ class STARnet(VideoNetwork):
         """Official inputs (t_im1, t_im2, t_flow_f, t_flow_b) of the n-1 adjacent pairs of each clip, pairs
         stacked in the batch dimension (pair i of clip j at j * (n-1) + i). Flows from ``extras['flows']``
         (b, n-1, 2, h, w, 2) pixel flows (dim 2: forward, backward), else computed with ``flow_backend``."""
-        b, n = lq.shape[:2]
+        n = lq.shape[1]
         if n < 2:
             raise ValueError(f'STARnet needs at least 2 frames per clip, got {n}')
-        flows = official_flow(self.inputs_for(lq, extras)['flows'].to(lq.dtype))
-        x = normalise(lq)
-        return (x[:, :-1].flatten(0, 1), x[:, 1:].flatten(0, 1), flows[:, :, 0].flatten(0, 1),
-                flows[:, :, 1].flatten(0, 1))
+        return official_pair_inputs(lq, self.inputs_for(lq, extras)['flows'])
 
     def predict(self, lq, extras=None):
         """lq (b, n, 3, h, w) in [0, 1], n >= 2 -> (b, 2n-1, 3, s*h, s*w), [0, 1] scale, not clamped.
@@ -583,6 +580,15 @@ def official_flow(flow):
     """``models.flow`` flows (..., h, w, 2) in pixels -> the official input (..., 2, h, w):
     clipped to +-150 px and divided by -150 (``dataset.rescale_flow(flow, -1, 1)``)."""
     return -flow.clamp(-MAX_FLOW, MAX_FLOW).movedim(-1, -3) / MAX_FLOW
+
+
+def official_pair_inputs(lq, flows):
+    """lq (b, n, 3, h, w) in [0, 1] and pixel flows (b, n-1, 2, h, w, 2) -> the official inputs (t_im1, t_im2,
+    t_flow_f, t_flow_b) of the n-1 adjacent pairs, each (b * (n-1), c, h, w): ImageNet-normalised frames and
+    flows in the official units (``official_flow``)."""
+    flows = official_flow(flows.to(device=lq.device, dtype=lq.dtype))
+    x = normalise(lq)
+    return x[:, :-1].flatten(0, 1), x[:, 1:].flatten(0, 1), flows[:, :, 0].flatten(0, 1), flows[:, :, 1].flatten(0, 1)
 
 
 def assemble_clip(ht, h1, h2):

@@ -39,7 +39,7 @@ from models.starnet import (
     flow_targets,
     lr_targets,
     normalise,
-    official_flow,
+    official_pair_inputs,
 )
 
 from . import official_import
@@ -92,9 +92,7 @@ def pair_inputs(net, lq, extras):
     flows = (extras or {}).get('flows')
     if flows is None:
         flows = net.flow_inputs(lq)['flows']
-    flows = official_flow(flows.to(device=lq.device, dtype=lq.dtype))
-    x = normalise(lq)
-    return x[:, :-1].flatten(0, 1), x[:, 1:].flatten(0, 1), flows[:, :, 0].flatten(0, 1), flows[:, :, 1].flatten(0, 1)
+    return official_pair_inputs(lq, flows)
 
 
 def forward(net, lq, extras):
