@@ -2,12 +2,15 @@
 
 Every network of the Zooming Slow-Mo family builds on these; they live here once.
 """
+import contextlib
 import math
+import threading
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
+from torch.utils.weak import WeakTensorKeyDictionary
 from torchvision.ops import deform_conv2d
 
 
@@ -79,6 +82,63 @@ def recomputed_in_backward(fn, *args):
     if not torch.is_grad_enabled():
         return fn(*args)
     return checkpoint(fn, *args, use_reentrant=False, preserve_rng_state=False)
+
+
+class _Recomputed:
+    """The recipe of a saved tensor that ``recomputed_outputs`` rebuilds in backward."""
+
+    def __init__(self, fn, inputs):
+        self.fn, self.inputs = fn, inputs
+        self.versions = [x._version if isinstance(x, torch.Tensor) else None for x in inputs]
+
+    def __call__(self):
+        for x, version in zip(self.inputs, self.versions):
+            if version is not None and x._version != version:
+                raise RuntimeError('an input of a recomputed activation was modified in place after the forward')
+        with torch.no_grad():
+            return self.fn(*self.inputs)
+
+
+_RECOMPUTED = threading.local()
+
+
+@contextlib.contextmanager
+def recomputed_outputs():
+    """Inside: a tensor made by ``recomputable(fn, *inputs)`` that a later op saves for backward (the input
+    of the next convolution) is kept as ``(fn, inputs)`` and recomputed when backward needs it, so the memory
+    held for backward stores the inputs (which the op that made it keeps anyway) and not a second copy.
+
+    For cheap deterministic ``fn`` (an activation, a concatenation): the gradients are bitwise the same, at
+    the cost of one more call of ``fn`` per use in backward. Nested use is one context; without autograd, or
+    traced/compiled (saved-tensor hooks break the graph there), it changes nothing.
+    """
+    if getattr(_RECOMPUTED, 'outputs', None) is not None or not torch.is_grad_enabled() or _tracing():
+        yield
+        return
+    outputs = WeakTensorKeyDictionary()
+
+    def pack(t):
+        return outputs.get(t, t)
+
+    def unpack(saved):
+        return saved() if isinstance(saved, _Recomputed) else saved
+
+    _RECOMPUTED.outputs = outputs
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
+            yield
+    finally:
+        _RECOMPUTED.outputs = None
+
+
+def recomputable(fn, *inputs):
+    """``fn(*inputs)``, registered with the enclosing ``recomputed_outputs`` (if any) to be recomputed in
+    backward rather than kept."""
+    y = fn(*inputs)
+    outputs = getattr(_RECOMPUTED, 'outputs', None)
+    if outputs is not None and torch.is_grad_enabled():
+        outputs[y] = _Recomputed(fn, inputs)
+    return y
 
 
 def deform_conv2d_sampled(x, offset, weight, bias=None, padding=1, dilation=1, mask=None):

@@ -56,7 +56,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .base import VideoNetwork
-from .common import cpu_channels_last
+from .common import cpu_channels_last, recomputable, recomputed_outputs
 from .flow import FlowInputs, compute_flow
 from .registry import NETWORKS
 
@@ -68,10 +68,25 @@ MAX_FLOW = 150.  # dataset.py: flows are clipped to +-150 LR pixels, then divide
 KERNEL_STRIDE_PADDING = {2: (6, 2, 2), 4: (8, 4, 2), 8: (12, 8, 2)}
 
 
+class PReLU(nn.PReLU):
+    """``nn.PReLU`` whose output, when the next layer saves it for backward, is recomputed from the input
+    (which PReLU keeps anyway) instead of kept: inside STARnet's forward (``recomputed_outputs``) a
+    training step holds one tensor per activation, not two. Same parameters, outputs and gradients."""
+
+    def forward(self, x):
+        return recomputable(F.prelu, x, self.weight)
+
+
+def _cat(*xs):
+    """torch.cat along channels; through ``recomputable`` the concatenation a convolution saves is rebuilt
+    from its parts in backward instead of kept beside them."""
+    return torch.cat(xs, dim=1)
+
+
 def _activation(kind):
     """The official activations: PReLU (one shared slope), LeakyReLU(0.1) or none."""
     if kind == 'prelu':
-        return nn.PReLU()
+        return PReLU()
     if kind == 'lrelu':
         return nn.LeakyReLU(0.1, inplace=True)
     if kind is None:
@@ -170,7 +185,7 @@ class DBPNS(nn.Module):
         for i in range(2, self.num_stages + 1):
             h = getattr(self, f'up{i}')(getattr(self, f'down{i - 1}')(h))
             hr.insert(0, h)
-        return self.output(torch.cat(hr, dim=1))
+        return self.output(recomputable(_cat, *hr))
 
 
 class RBPN(nn.Module):
@@ -198,7 +213,7 @@ class RBPN(nn.Module):
 
     def forward(self, x, neighbor, flow):
         h0 = self.DBPN(self.feat0(x))
-        h1 = self.res_feat1(self.feat1(torch.cat((x, neighbor, flow), dim=1)))
+        h1 = self.res_feat1(self.feat1(recomputable(_cat, x, neighbor, flow)))
         h = h0 + self.res_feat2(h0 - h1)
         return self.output(h), h
 
@@ -417,6 +432,10 @@ class STARnet(VideoNetwork):
         return flow + self.flow_net(x)[..., :h, :w]
 
     def forward(self, t_im1, t_im2, t_flow_f, t_flow_b, train=True):
+        with recomputed_outputs():  # the activations and concatenations the next layer saves: recomputed
+            return self._forward(t_im1, t_im2, t_flow_f, t_flow_b, train)
+
+    def _forward(self, t_im1, t_im2, t_flow_f, t_flow_b, train):
         if self.flow_refinement:
             t_flow_f = self.refine_flow(t_flow_f, t_im1, t_im2)
             t_flow_b = self.refine_flow(t_flow_b, t_im2, t_im1)
@@ -445,24 +464,24 @@ class STARnet(VideoNetwork):
         M = self.motion(self.motion_feat(torch.cat((t_flow_f, t_flow_b), dim=1)))
         M_half = self.motion(self.motion_feat(torch.cat((t_flow_f / 2., t_flow_b / 2.), dim=1)))
 
-        Ht = self.interp_block(torch.cat((L1, L2, M), dim=1))
+        Ht = self.interp_block(recomputable(_cat, L1, L2, M))
         M_up = F.interpolate(M, scale_factor=self.scale_factor, mode='bilinear', align_corners=True)
-        Ht = self.back_project(Ht, self.t_net_hr(torch.cat((H1, H2, M_up), dim=1)))
+        Ht = self.back_project(Ht, self.t_net_hr(recomputable(_cat, H1, H2, M_up)))
         L = self.motion_down(Ht)
-        L = self.back_project(L, self.t_net_lr(torch.cat((L1, L2, M), dim=1)))
+        L = self.back_project(L, self.t_net_lr(recomputable(_cat, L1, L2, M)))
         if train:
             stages.append((self.reconstruction_h(Ht), aux_h1, aux_h2, self.reconstruction_l(L)))
 
-        H_b = self.motion_up_b(torch.cat((L1, L, M_half), dim=1))
+        H_b = self.motion_up_b(recomputable(_cat, L1, L, M_half))
         H1 = self.back_project(H1, H_b)
         L1 = self.back_project(L1, self.motion_down(H_b))
-        H_f = self.motion_up_f(torch.cat((L, L2, M_half), dim=1))
+        H_f = self.motion_up_f(recomputable(_cat, L, L2, M_half))
         H2 = self.back_project(H2, H_f)
         L2 = self.back_project(L2, self.motion_down(H_f))
-        H_t_f = self.motion_up_f(torch.cat((L1, L, M_half), dim=1))
+        H_t_f = self.motion_up_f(recomputable(_cat, L1, L, M_half))
         Ht = self.back_project(Ht, H_t_f)
         L = self.back_project(L, self.motion_down(H_t_f))
-        H_t_b = self.motion_up_b(torch.cat((L, L2, M_half), dim=1))
+        H_t_b = self.motion_up_b(recomputable(_cat, L, L2, M_half))
         Ht = self.back_project(Ht, H_t_b)
         L = self.back_project(L, self.motion_down(H_t_b))
         stages.append((self.reconstruction_h(Ht), self.reconstruction_h(H1), self.reconstruction_h(H2),

@@ -1,9 +1,20 @@
 """Shared ops against outside references: the grid_sample deformable conv against torchvision's."""
+import contextlib
+import weakref
+
 import pytest
 import torch
+import torch.nn.functional as F
 from torchvision.ops import deform_conv2d
 
-from models.common import DropPath, ModulatedDeformConv2d, deform_conv2d_sampled, pad_to_multiple
+from models.common import (
+    DropPath,
+    ModulatedDeformConv2d,
+    deform_conv2d_sampled,
+    pad_to_multiple,
+    recomputable,
+    recomputed_outputs,
+)
 
 
 @pytest.mark.parametrize('groups,kernel,padding,dilation,size', [(1, 3, 1, 1, (9, 11)), (4, 3, 1, 1, (16, 16)),
@@ -89,3 +100,43 @@ def test_offset_magnitude_is_recorded_in_training_only():
         layer(x, x)
     assert mean_offset_magnitude(net) == pytest.approx(float(torch.stack(expected).mean()))
     assert mean_offset_magnitude(torch.nn.Linear(2, 2)) is None
+
+
+def test_recomputed_outputs_frees_the_activation_and_keeps_the_gradients():
+    """An activation that the next convolution saves is not kept alive by autograd inside
+    ``recomputed_outputs``: it is rebuilt from its input in backward, and the gradients are bitwise those of
+    the plain graph. Outside the context (or without autograd) ``recomputable`` is the plain call."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 4, 9, 9, generator=g, requires_grad=True)
+    slope = torch.full((1,), 0.25, requires_grad=True)
+    w1, w2 = (torch.randn(4, 4, 3, 3, generator=g, requires_grad=True) for _ in range(2))
+    w3 = torch.randn(4, 8, 3, 3, generator=g, requires_grad=True)
+
+    def step(context):
+        with context():
+            a = F.conv2d(x, w1, padding=1)
+            y = recomputable(F.prelu, a, slope)
+            z = recomputable(lambda p, q: torch.cat((p, q), 1), a, x)
+            out = F.conv2d(y, w2, padding=1) + F.conv2d(z, w3, padding=1)  # each conv saves its input
+        refs = (weakref.ref(y), weakref.ref(z))
+        del a, y, z
+        alive = [r() is not None for r in refs]  # held by autograd for backward, or not
+        return alive, torch.autograd.grad(out.square().sum(), (x, slope, w1, w2, w3))
+
+    kept_plain, plain = step(contextlib.nullcontext)
+    kept, recomputed = step(recomputed_outputs)
+    assert kept_plain == [True, True] and kept == [False, False]
+    for a, b in zip(plain, recomputed):
+        assert torch.equal(a, b)
+
+
+def test_recomputed_outputs_refuses_an_input_changed_in_place():
+    x = torch.randn(1, 2, 5, 5, requires_grad=True)
+    w = torch.randn(2, 2, 3, 3, requires_grad=True)
+    with recomputed_outputs():
+        a = x * 1.
+        out = F.conv2d(recomputable(torch.relu, a), w, padding=1)
+    with torch.no_grad():
+        a.add_(1.)
+    with pytest.raises(RuntimeError, match='modified in place'):
+        out.sum().backward()

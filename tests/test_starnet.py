@@ -4,6 +4,7 @@ Generic tests (shapes, gradients, training steps, spec names) run from tests/net
 
 Expected values are computed here, independently of models/starnet.py: the ImageNet normalisation, the
 official flow units and the LR targets (PIL's bicubic on float images) have their own definitions below."""
+import contextlib
 import math
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from PIL import Image
 
 from engine.checkpoint import load_weights
 from models.flow import clip_flows, stack_clip_flows
+from models import starnet
 from models.starnet import STARnet, assemble_clip, denormalise, lr_targets, normalise, official_flow
 from tests.support import assert_close_to_scale
 
@@ -383,3 +385,20 @@ def test_perceptual_option_builds_the_vgg_once_and_fails_clearly(monkeypatch):
     monkeypatch.setattr(starnet, 'vgg19_features', offline)
     with pytest.raises(ValueError, match='perceptual: the VGG19 ImageNet weights could not be loaded'):
         net.configure_loss(perceptual=True)
+
+
+def test_training_step_recomputes_activations_without_changing_a_gradient(monkeypatch):
+    """STARnet's forward keeps its PReLU outputs and concatenations out of the memory held for backward
+    (``recomputed_outputs``); the gradients are bitwise those of the plain graph."""
+    def gradients():
+        net = seeded_net(**TINY).train()
+        outputs = net(*seeded_inputs(2, 32, 32), train=True)
+        sum(o.abs().mean() for stages in outputs[:4] for o in stages).backward()
+        return {k: p.grad for k, p in net.named_parameters() if p.grad is not None}
+
+    recomputed = gradients()
+    monkeypatch.setattr(starnet, 'recomputed_outputs', contextlib.nullcontext)
+    plain = gradients()
+    assert recomputed.keys() == plain.keys() and len(plain) > 100
+    for k in plain:
+        assert torch.equal(recomputed[k], plain[k]), k
