@@ -27,6 +27,13 @@ For each network, at the official configuration (our constructor defaults) and t
    activations all count, alike on both sides; the median of ``--memory-repeat`` (3) processes (single
    figures mostly vary by up to 100 MiB from one process to the next, with rare outliers: Temporal-LIIF's
    training step measured 2605 MiB once where four medians of three processes were 1209-1220 MiB).
+4. Arithmetic rate: the floating-point operations of one call of each side, counted by torch's flop counter
+   (convolutions, matrix products, attention; not torchvision's deform_conv2d, grid_sample nor elementwise
+   ops, so two sides whose deformable convolutions are made differently count differently), divided by the
+   side's median time: GFLOP/s. Beside it, the "conv ceiling": the best of 5 float32 rates of one dense 3x3
+   convolution, 256 -> 256 channels on 64x112 (STARnet's widest layers), measured in the same process right
+   after the timings. A side whose rate is near the ceiling spends its time in arithmetic the machine cannot
+   do faster; a ratio of r at the same count needs r times the official's rate.
 
 Flows (MSTT, STARnet) are computed once, before timing, by our ``extra_inputs`` and given to both sides, as a
 data loader would, and so are STARnet's flow targets in training (the official loader computes them; our
@@ -43,6 +50,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 import models  # noqa: E402,F401  (fills the registry)
 from bench_networks import cpu_model, run_isolated, setup  # noqa: E402
@@ -127,6 +136,27 @@ def alternate(fns, warmup, repeat):
     return seconds
 
 
+def counted_gflop(fn):
+    """GFLOP of one call of ``fn``, as torch's flop counter counts them (see the module docstring)."""
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops() / 1e9
+
+
+def conv_ceiling(repeat=5):
+    """The best of ``repeat`` float32 rates (GFLOP/s) of one 3x3 convolution, 256 -> 256 channels on 64x112."""
+    g = torch.Generator().manual_seed(0)
+    x, w = torch.randn(1, 256, 64, 112, generator=g), torch.randn(256, 256, 3, 3, generator=g)
+    best = float('inf')
+    with torch.no_grad():
+        F.conv2d(x, w, padding=1)
+        for _ in range(repeat):
+            start = time.perf_counter()
+            F.conv2d(x, w, padding=1)
+            best = min(best, time.perf_counter() - start)
+    return 2 * 256 * 256 * 9 * 64 * 112 / best / 1e9
+
+
 def compare(name, official_root, kind, threads, warmup, repeat):
     """Equality and alternating timings of the forward or the training step (``kind``), in one process."""
     setup(threads, 'cpu')
@@ -135,6 +165,8 @@ def compare(name, official_root, kind, threads, warmup, repeat):
     sides = ['ours'] + (['official'] if pair.official is not None else [])
     if kind == 'forward':
         result['seconds'] = alternate({s: (lambda s=s: pair.forward(s)) for s in sides}, warmup, repeat)
+        result['ceiling'] = conv_ceiling()
+        result['gflop'] = {s: counted_gflop(lambda s=s: pair.forward(s)) for s in sides}
         if pair.official is not None:
             # in float64, where rounding cannot flip a discrete choice (STDAN's top-k) as it can in float32
             dtype = getattr(pair.adapter, 'EQUALITY_DTYPE', torch.float64)  # optional in the adapter interface
@@ -152,6 +184,8 @@ def compare(name, official_root, kind, threads, warmup, repeat):
             losses[side] = pair.step_fn(side)()
         result['loss_diff'] = float((losses['ours'] - losses['official']).abs() / losses['official'].abs())
     result['seconds'] = alternate({s: pair.step_fn(s) for s in sides}, warmup, repeat)
+    result['ceiling'] = conv_ceiling()
+    result['gflop'] = {s: counted_gflop(pair.step_fn(s)) for s in sides}
     return result
 
 
@@ -173,6 +207,11 @@ def median(result, side):
     return statistics.median(s[side]) if side in s else None
 
 
+def rate(result, side):
+    seconds, gflop = median(result, side), result.get('gflop', {}).get(side)
+    return gflop / seconds if seconds and gflop is not None else None
+
+
 def fmt(value, spec):
     return format(value, spec) if isinstance(value, (int, float)) else '-'
 
@@ -186,6 +225,10 @@ def row_cells(name, results, memory):
         cells += [fmt(official, '.3g'), fmt(ours, '.3g'), fmt(official / ours if official and ours else None, '.2f')]
     for kind in ('forward', 'train'):
         cells.append(f'{fmt(memory.get(("official", kind)), ".0f")} / {fmt(memory.get(("ours", kind)), ".0f")}')
+    for kind in ('forward', 'train'):
+        cells.append(f'{fmt(rate(results[kind], "official"), ".0f")} / {fmt(rate(results[kind], "ours"), ".0f")}')
+    ceilings = [r['ceiling'] for r in results.values() if 'ceiling' in r]
+    cells.append(fmt(statistics.median(ceilings) if ceilings else None, '.0f'))
     diff = results['forward'].get('max_diff')
     if diff is None:
         cells.append('-')
@@ -201,7 +244,8 @@ def row_cells(name, results, memory):
 
 HEADER = ['network', 'forward: LR in -> HR out', 'train: LR patch', 'official fwd s', 'ours fwd s', 'fwd ratio',
           'official train s', 'ours train s', 'train ratio', 'fwd peak MiB official / ours',
-          'train peak MiB official / ours', 'max diff (rel.)', 'notes']
+          'train peak MiB official / ours', 'fwd GFLOP/s official / ours', 'train GFLOP/s official / ours',
+          'conv ceiling GFLOP/s', 'max diff (rel.)', 'notes']
 
 
 def main(argv=None):
@@ -250,7 +294,7 @@ def main(argv=None):
           f'alternating rounds after {args.warmup} warm-up; ratio = official / ours')
     print()
     print('| ' + ' | '.join(HEADER) + ' |')
-    print('|' + '|'.join(['---'] * 3 + ['---:'] * 8 + ['---'] * 2) + '|')
+    print('|' + '|'.join(['---'] * 3 + ['---:'] * 11 + ['---'] * 2) + '|')
     for cells in rows:
         print('| ' + ' | '.join(cells) + ' |')
     return rows

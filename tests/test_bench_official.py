@@ -76,5 +76,19 @@ def test_ours_alone_times_a_training_step():
         result = bench.compare('TemporalLIIF', None, 'train', threads=threads, warmup=0, repeat=1)
     finally:
         torch.set_num_threads(threads)  # compare() sets the process's threads (and cv2's)
-    assert list(result) == ['seconds'] and list(result['seconds']) == ['ours']
-    assert result['seconds']['ours'][0] > 0
+    assert sorted(result) == ['ceiling', 'gflop', 'seconds'] and list(result['seconds']) == ['ours']
+    assert result['seconds']['ours'][0] > 0 and result['ceiling'] > 0
+    assert list(result['gflop']) == ['ours'] and result['gflop']['ours'] > 0
+
+
+def test_flops_are_counted_and_rates_set_beside_the_ceiling():
+    def conv():
+        torch.nn.functional.conv2d(torch.zeros(1, 8, 10, 12), torch.zeros(16, 8, 3, 3), padding=1)
+    assert bench.counted_gflop(conv) == 2 * 8 * 16 * 9 * 10 * 12 / 1e9  # multiply-adds of a 3x3 convolution, x2
+    results = {'forward': {'seconds': {'ours': [2.0, 3.0, 1.0], 'official': [4.0]}, 'ceiling': 300.0,
+                           'gflop': {'ours': 10.0, 'official': 12.0}},
+               'train': {'seconds': {'ours': [1.0]}, 'gflop': {'ours': 30.0}, 'ceiling': 200.0}}
+    cells = dict(zip(bench.HEADER, bench.row_cells('STARnet', results, {})))
+    assert cells['fwd GFLOP/s official / ours'] == '3 / 5'
+    assert cells['train GFLOP/s official / ours'] == '- / 30'
+    assert cells['conv ceiling GFLOP/s'] == '250'
