@@ -27,6 +27,11 @@ def lrelu(x):
     return F.leaky_relu(x, 0.1)
 
 
+def lrelu_(x):
+    """``lrelu`` in place, for a fresh tensor that no backward needs (autograd then keeps only the output)."""
+    return F.leaky_relu(x, 0.1, inplace=True)
+
+
 def up2(x):
     return F.interpolate(x, scale_factor=2, mode='bilinear', align_corners=False)
 

@@ -32,7 +32,7 @@ loops over the pairs and the two ConvLSTM directions; here they run as batches (
 import torch
 import torch.nn as nn
 
-from .alignment import BiDeformableConvLSTM, PCDAlign, add_pyramid_convs, feature_pyramid, lrelu
+from .alignment import BiDeformableConvLSTM, PCDAlign, add_pyramid_convs, feature_pyramid, lrelu, lrelu_
 from .base import VideoNetwork
 from .common import ResidualBlockNoBN, cpu_channels_last, make_layer, pad_to_multiple, per_image
 from .registry import NETWORKS
@@ -75,9 +75,11 @@ def upsample(m, x):
     channels_last memory on the CPU (``cpu_channels_last``), one frame at a time without autograd
     (``per_image``)."""
     def layers(x):
-        x = lrelu(m.pixel_shuffle(m.upconv1(cpu_channels_last(x))))
-        x = lrelu(m.pixel_shuffle(m.upconv2(x)))
-        return m.conv_last(lrelu(m.HRconv(x))).contiguous()
+        # in place: the shuffled and convolved maps are fresh and no backward needs them, so autograd keeps one
+        # tensor per activation (its output, which the next convolution saves too) instead of two
+        x = lrelu_(m.pixel_shuffle(m.upconv1(cpu_channels_last(x))))
+        x = lrelu_(m.pixel_shuffle(m.upconv2(x)))
+        return m.conv_last(lrelu_(m.HRconv(x))).contiguous()
     return per_image(layers, x)
 
 

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from models.alignment import BiDeformableConvLSTM, PCDAlign
 from models.common import ModulatedDeformConv2d
-from models.zsm import ZSM
+from models.zsm import ZSM, add_reconstruction, upsample
 from tests.conftest import spec_file
 from tests.support import assert_close_to_scale, seeded_weights
 
@@ -74,3 +74,29 @@ def test_full_configuration_and_unused_argument():
     assert len(net.feature_extraction) == 5 and len(net.recon_trunk) == 40
     assert ZSM(nframes=3, **TINY).state_dict().keys() == ZSM(**TINY).state_dict().keys()
     assert ZSM(nf=16, front_RBs=1, back_RBs=1).HRconv.weight.shape == (64, 64, 3, 3)  # 64 wide whatever nf
+
+
+def test_the_x4_upsampler_is_the_official_layers_with_the_same_gradients():
+    """``upsample`` (activations in place, NHWC on the CPU) against the official sequence written out with
+    out-of-place LeakyReLU: outputs and every gradient, to the float32 floor."""
+    torch.manual_seed(0)
+    m = torch.nn.Module()
+    add_reconstruction(m, nf=8, back_RBs=0, hr_nf=6)
+    x = torch.randn(2, 8, 5, 7)
+
+    def official(x):
+        x = F.leaky_relu(m.pixel_shuffle(m.upconv1(x)), 0.1)
+        x = F.leaky_relu(m.pixel_shuffle(m.upconv2(x)), 0.1)
+        return m.conv_last(F.leaky_relu(m.HRconv(x), 0.1))
+
+    results = []
+    for fn in (official, lambda x: upsample(m, x)):
+        xi = x.clone().requires_grad_()
+        out = fn(xi)
+        grads = torch.autograd.grad(out.square().sum(), [xi, *m.parameters()])
+        results.append((out, grads))
+    (want, want_grads), (got, got_grads) = results
+    assert got.shape == (2, 3, 20, 28)
+    assert_close_to_scale(got.detach(), want.detach())
+    for g, w in zip(got_grads, want_grads):
+        assert_close_to_scale(g, w)
