@@ -225,6 +225,37 @@ class ModulatedDeformConv2d(nn.Module):
                                  mask=mask.to(dtype))
 
 
+def _time_neighbours(x):
+    """(b, c, t, h, w) -> (b * t, 3 * c, h, w): frames t-1, t, t+1 of each instant side by side in channels
+    (channel k * c + ci: frame t - 1 + k), zero frames beyond both ends."""
+    b, c, t, h, w = x.shape
+    x = F.pad(x.transpose(1, 2), (0, 0, 0, 0, 0, 0, 1, 1))  # (b, t + 2, c, h, w)
+    return torch.stack([x[:, k:k + t] for k in range(3)], dim=2).view(b * t, 3 * c, h, w)
+
+
+class FrameConv3d(nn.Conv3d):
+    """``nn.Conv3d`` (same parameters and state_dict) whose 3x3x3, stride-1, padding-1 case on the CPU runs as
+    one 2-D convolution over the instants, the three neighbouring frames of each stacked in channels.
+
+    The same sums in another order: at batch 1 and small frames torch sends a 3-D convolution to its slow
+    generic kernel (oneDNN only above N*C*T*H = 20480), 3-4x slower forward and 2.5-4x slower with backward
+    than oneDNN's 2-D one here. The stacked frames that the convolution keeps for backward are rebuilt from
+    the input then (``recomputable``), so training holds what the 3-D convolution holds.
+    (b, in_channels, t, h, w) -> (b, out_channels, t, h, w); other configurations and devices: ``nn.Conv3d``.
+    """
+
+    def forward(self, x):
+        if (x.device.type != 'cpu' or self.kernel_size != (3, 3, 3) or self.stride != (1, 1, 1)
+                or self.padding != (1, 1, 1) or self.dilation != (1, 1, 1) or self.groups != 1
+                or self.padding_mode != 'zeros' or x.dim() != 5):
+            return super().forward(x)
+        b, _, t, h, w = x.shape
+        weight = self.weight.transpose(1, 2).reshape(self.out_channels, 3 * self.in_channels, 3, 3)
+        with recomputed_outputs():
+            y = F.conv2d(recomputable(_time_neighbours, x), weight, self.bias, padding=1)
+        return y.view(b, t, self.out_channels, h, w).transpose(1, 2)
+
+
 def cpu_channels_last(x):
     """A 4-d ``x`` in channels_last (NHWC) memory on the CPU, unchanged elsewhere: oneDNN's convolutions of the
     wide reconstruction layers run 1.2x (64 channels at LR) to 2x (64 -> 3 at HR) faster on NHWC than on NCHW.

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from utils.coords import make_coord, pixel_queries, video_queries
 
 from .base import VideoNetwork
+from .common import FrameConv3d
 from .registry import NETWORKS
 
 QUERY_CHUNK = 8192  # queries decoded at a time by render (see its docstring)
@@ -67,8 +68,8 @@ class ResBlock(nn.Module):
 
     def __init__(self, n_feats, res_scale=1):
         super().__init__()
-        self.body = nn.Sequential(nn.Conv3d(n_feats, n_feats, 3, padding=1), nn.ReLU(True),
-                                  nn.Conv3d(n_feats, n_feats, 3, padding=1))
+        self.body = nn.Sequential(FrameConv3d(n_feats, n_feats, 3, padding=1), nn.ReLU(True),
+                                  FrameConv3d(n_feats, n_feats, 3, padding=1))
         self.res_scale = res_scale
 
     def forward(self, x):
@@ -82,9 +83,9 @@ class EDSRBaseline3D(nn.Module):
         super().__init__()
         self.sub_mean = MeanShift(sign=-1)
         self.add_mean = MeanShift(sign=1)
-        self.head = nn.Sequential(nn.Conv3d(3, n_feats, 3, padding=1))
+        self.head = nn.Sequential(FrameConv3d(3, n_feats, 3, padding=1))
         self.body = nn.Sequential(*[ResBlock(n_feats, res_scale) for _ in range(n_resblocks)],
-                                  nn.Conv3d(n_feats, n_feats, 3, padding=1))
+                                  FrameConv3d(n_feats, n_feats, 3, padding=1))
 
     def forward(self, x):
         x = self.head(x)
@@ -98,7 +99,7 @@ class MLP(nn.Module):
         super().__init__()
         layers, last = [], in_dim
         for hidden in hidden_list:
-            layers += [nn.Linear(last, hidden), nn.ReLU()]
+            layers += [nn.Linear(last, hidden), nn.ReLU(inplace=True)]  # in place: a linear output is fresh
             last = hidden
         layers.append(nn.Linear(last, out_dim))
         self.layers = nn.Sequential(*layers)

@@ -9,6 +9,7 @@ from torchvision.ops import deform_conv2d
 
 from models.common import (
     DropPath,
+    FrameConv3d,
     ModulatedDeformConv2d,
     deform_conv2d_sampled,
     pad_to_multiple,
@@ -140,3 +141,26 @@ def test_recomputed_outputs_refuses_an_input_changed_in_place():
         a.add_(1.)
     with pytest.raises(RuntimeError, match='modified in place'):
         out.sum().backward()
+
+
+@pytest.mark.parametrize('in_channels, t, size', [(3, 4, (9, 7)), (8, 1, (5, 6)), (8, 5, (4, 4))])
+def test_frame_conv3d_is_torchs_conv3d(in_channels, t, size):
+    """FrameConv3d (3x3x3 as one 2-D convolution over the instants) against torch's 3-D convolution of the
+    same weights: output and every gradient, in float64 to 1e-12 of their scale."""
+    torch.manual_seed(0)
+    conv = FrameConv3d(in_channels, 6, 3, padding=1).double()
+    x = torch.randn(2, in_channels, t, *size, dtype=torch.float64, requires_grad=True)
+    out = conv(x)
+    want = F.conv3d(x, conv.weight, conv.bias, padding=1)
+    assert out.shape == want.shape == (2, 6, t, *size)
+    torch.testing.assert_close(out, want, rtol=0, atol=1e-12 * float(want.detach().abs().max()))
+    g = torch.randn_like(want)
+    for got, ref in zip(torch.autograd.grad(out, (x, conv.weight, conv.bias), g),
+                        torch.autograd.grad(want, (x, conv.weight, conv.bias), g)):
+        torch.testing.assert_close(got, ref, rtol=0, atol=1e-12 * float(ref.abs().max()))
+
+
+def test_frame_conv3d_leaves_other_configurations_to_conv3d():
+    conv = FrameConv3d(4, 4, (1, 3, 3), padding=(0, 1, 1))
+    x = torch.randn(1, 4, 3, 5, 5)
+    assert torch.equal(conv(x), F.conv3d(x, conv.weight, conv.bias, padding=(0, 1, 1)))
