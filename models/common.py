@@ -1,4 +1,5 @@
-"""Ops shared by several networks: residual blocks, modulated deformable convolution, padding.
+"""Ops shared by several networks: residual blocks, modulated deformable convolution, padding, window attention,
+3x3x3 convolution over frames, and activations recomputed in backward instead of kept.
 
 Every network of the Zooming Slow-Mo family builds on these; they live here once.
 """
